@@ -1,0 +1,26 @@
+# Two commands a user needs: `make demo` and `make test`. Both install into .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -m "not soak"
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/clustersim replay --num-workers 4 --report-json out/demo-report.json
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/replay_speed.py
+
+.PHONY: install demo test typecheck bench
