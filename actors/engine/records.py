@@ -1,0 +1,122 @@
+"""Per-request timing records and the inter-token gap log that reports are built from.
+
+The engine writes token timestamps into a request's `RequestRecord`; the
+frontend writes arrival/dispatch times. No per-token objects exist: a request
+keeps its first, second and last token times, and every inter-token gap of the
+whole run goes into one `GapLog` as (values, weight) chunks, so a macro-stepped
+decode run of k passes over n requests costs one numpy array, not k*n floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+
+class TerminalStatus(str, Enum):
+    """How a request ended. Only `COMPLETED` requests enter latency statistics."""
+
+    INCOMPLETE = "incomplete"
+    """Still queued or running when the simulation stopped."""
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    """Refused by the engine: prompt larger than the KV cache or max_model_len, or unschedulable."""
+    FAILED = "failed"
+    """Lost to a fault (worker or node killed)."""
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Everything the report needs about one request (one turn of a session).
+
+    Times are simulated milliseconds. `dispatched_ms` is when the frontend sent the
+    request to the router: equal to `arrival_ms` in trace mode, later in
+    closed-loop concurrency mode. Latencies (TTFT, e2e) are measured from dispatch.
+    """
+
+    request_id: int
+    session_id: str
+    turn_index: int
+    input_length: int
+    requested_output_length: int
+    arrival_ms: float
+    dispatched_ms: float = float("nan")
+    worker_id: int = -1
+    dp_rank: int = 0
+    output_length: int = 0
+    first_admit_ms: float | None = None
+    first_token_ms: float | None = None
+    second_token_ms: float | None = None
+    last_token_ms: float | None = None
+    terminal_ms: float | None = None
+    reused_input_tokens: int = 0
+    """Prefix-cache hit at the first admission."""
+    admission_count: int = 0
+    admitted_tokens_total: int = 0
+    """Sum over admissions of the sequence length admitted (prompt + tokens generated so far)."""
+    reused_tokens_total: int = 0
+    """Sum over admissions of the tokens served from the prefix cache."""
+    num_preemptions: int = 0
+    terminal_status: TerminalStatus = TerminalStatus.INCOMPLETE
+    reject_reason: str | None = None
+
+    @property
+    def readmission_count(self) -> int:
+        return max(0, self.admission_count - 1)
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token_ms is None else self.first_token_ms - self.dispatched_ms
+
+    @property
+    def ttst_ms(self) -> float | None:
+        if self.second_token_ms is None or self.first_token_ms is None:
+            return None
+        return self.second_token_ms - self.first_token_ms
+
+    @property
+    def tpot_ms(self) -> float | None:
+        """Mean time per output token after the first: (last - first) / (output_length - 1)."""
+        if self.output_length < 2 or self.first_token_ms is None or self.last_token_ms is None:
+            return None
+        return (self.last_token_ms - self.first_token_ms) / (self.output_length - 1)
+
+    @property
+    def e2e_latency_ms(self) -> float | None:
+        return None if self.terminal_ms is None else self.terminal_ms - self.dispatched_ms
+
+
+@dataclass(slots=True)
+class GapLog:
+    """All inter-token gaps of a run, as weighted chunks.
+
+    Invariant: `total_weight()` equals the number of gaps, i.e. the sum over
+    completed and in-flight requests of (tokens emitted - 1).
+    """
+
+    _chunks: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    _weights: list[int] = field(default_factory=list)
+    _singles: list[float] = field(default_factory=list)
+
+    def add(self, gap_ms: float) -> None:
+        self._singles.append(gap_ms)
+
+    def add_run(self, gaps_ms: npt.NDArray[np.float64], weight: int) -> None:
+        """Record `weight` copies of each gap (a decode run over `weight` requests)."""
+        if len(gaps_ms) and weight > 0:
+            self._chunks.append(gaps_ms)
+            self._weights.append(weight)
+
+    def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """(values, weights), concatenated; order is unspecified."""
+        values = [np.asarray(self._singles, dtype=np.float64)] + self._chunks
+        weights = [np.ones(len(self._singles), dtype=np.int64)] + [
+            np.full(len(c), w, dtype=np.int64) for c, w in zip(self._chunks, self._weights)
+        ]
+        return np.concatenate(values), np.concatenate(weights)
+
+    def total_weight(self) -> int:
+        return len(self._singles) + sum(len(c) * w for c, w in zip(self._chunks, self._weights))
