@@ -1,0 +1,241 @@
+"""Paged KV block pool of one DP rank: capacity, cached copies, and the LRU of inactive blocks.
+
+Model (facts §e, the reference vLLM pool):
+
+    capacity = free + private + cached copies
+    cached copies = active (refs > 0) + inactive (refs == 0, on the LRU list)
+
+- A *private* block holds a partial block (or any block when prefix caching is
+  off); it has no identity and is counted, not tracked.
+- A *cached copy* is a full block with a sequence hash. Several physical
+  copies of one hash may exist (two requests computed the same block before
+  either became visible). `KvStored` is due when a hash gets its first copy,
+  `KvRemoved` when its last copy is evicted.
+- Inactive copies sit on an intrusive doubly linked LRU list: head is evicted
+  first, tail is the most recently released. Requests release their blocks
+  tail-first, so a sequence's suffix is evicted before the prefix it shares.
+- Allocation uses free capacity first and evicts from the LRU head only when
+  free capacity runs out; `ensure_free` is all-or-nothing.
+
+Operations: `lookup_prefix`, `count_active_prefix`, `touch`, `ensure_free`,
+`cache_new`, `add_private`, `free_private`, `release`. Events produced by
+evictions are appended to `pending` (the owner stamps them at pass end).
+"""
+
+from __future__ import annotations
+
+from actors.engine.events import KvEventData, KvRemoved
+
+
+class BlockPool:
+    """KV blocks of one rank. All counts are in blocks."""
+
+    __slots__ = (
+        "num_blocks", "num_private", "num_cached", "num_inactive", "pending",
+        "_hash", "_refs", "_prev", "_next", "_free_ids", "_copies", "_head",
+    )
+
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks <= 0:
+            raise ValueError(f"num_blocks must be positive, got {num_blocks}")
+        self.num_blocks = num_blocks
+        self.num_private = 0
+        self.num_cached = 0
+        self.num_inactive = 0
+        self.pending: list[KvEventData] = []
+        self._hash = [0] * num_blocks
+        self._refs = [0] * num_blocks
+        # LRU links over copy ids; index `num_blocks` is the sentinel (head side = _next[sentinel]).
+        self._head = num_blocks
+        self._prev = [-1] * (num_blocks + 1)
+        self._next = [-1] * (num_blocks + 1)
+        self._prev[num_blocks] = num_blocks
+        self._next[num_blocks] = num_blocks
+        self._free_ids = list(range(num_blocks - 1, -1, -1))
+        self._copies: dict[int, list[int]] = {}
+
+    # ---- counters -------------------------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        return self.num_blocks - self.num_private - self.num_cached
+
+    @property
+    def num_active(self) -> int:
+        return self.num_private + self.num_cached - self.num_inactive
+
+    @property
+    def num_allocatable(self) -> int:
+        """Blocks an allocation may take: free capacity plus evictable inactive copies."""
+        return self.num_blocks - self.num_private - self.num_cached + self.num_inactive
+
+    def contains(self, block_hash: int) -> bool:
+        return block_hash in self._copies
+
+    def cached_hashes(self) -> list[int]:
+        """Every hash with at least one physical copy, in first-copy order."""
+        return list(self._copies)
+
+    # ---- prefix cache ---------------------------------------------------------------------
+    def lookup_prefix(self, hashes: list[int], limit: int) -> int:
+        """Number of leading hashes (at most `limit`) that have a cached copy."""
+        copies = self._copies
+        n = 0
+        while n < limit and hashes[n] in copies:
+            n += 1
+        return n
+
+    def count_active_prefix(self, hashes: list[int], n: int) -> int:
+        """How many of the first `n` hashes have a copy that is currently referenced."""
+        refs = self._refs
+        count = 0
+        for i in range(n):
+            for cid in self._copies[hashes[i]]:
+                if refs[cid] > 0:
+                    count += 1
+                    break
+        return count
+
+    def touch(self, block_hash: int) -> int:
+        """Take a reference on a cached copy (re-activating it if inactive); returns its id.
+
+        An already active copy is preferred so that no inactive copy is pulled out
+        of the LRU needlessly.
+        """
+        copies = self._copies[block_hash]
+        refs = self._refs
+        chosen = copies[0]
+        for cid in copies:
+            if refs[cid] > 0:
+                chosen = cid
+                break
+        if refs[chosen] == 0:
+            self._unlink(chosen)
+            self.num_inactive -= 1
+        refs[chosen] += 1
+        return chosen
+
+    # ---- allocation -----------------------------------------------------------------------
+    def ensure_free(self, n: int) -> bool:
+        """Make `n` blocks of free capacity, evicting LRU-head copies as needed.
+
+        Returns False, changing nothing, when free plus inactive is less than `n`.
+        """
+        free = self.num_blocks - self.num_private - self.num_cached
+        if n <= free:
+            return True
+        if n > free + self.num_inactive:
+            return False
+        removed: list[int] = []
+        nxt, prv, sentinel = self._next, self._prev, self._head
+        copies_map, hashes = self._copies, self._hash
+        for _ in range(n - free):
+            cid = nxt[sentinel]
+            after = nxt[cid]
+            nxt[sentinel] = after
+            prv[after] = sentinel
+            h = hashes[cid]
+            copies = copies_map[h]
+            if len(copies) == 1:
+                del copies_map[h]
+                removed.append(h)
+            else:
+                copies.remove(cid)
+            self._free_ids.append(cid)
+        evicted = n - free
+        self.num_cached -= evicted
+        self.num_inactive -= evicted
+        if removed:
+            self.pending.append(KvRemoved(tuple(removed)))
+        return True
+
+    def cache_new(self, block_hash: int) -> tuple[int, bool]:
+        """Turn one unit of free capacity into a referenced cached copy.
+
+        Returns (copy id, whether this is the hash's first copy). The caller
+        must have called `ensure_free`.
+        """
+        cid = self._free_ids.pop()
+        self._hash[cid] = block_hash
+        self._refs[cid] = 1
+        self.num_cached += 1
+        copies = self._copies.get(block_hash)
+        if copies is None:
+            self._copies[block_hash] = [cid]
+            return cid, True
+        copies.append(cid)
+        return cid, False
+
+    def add_private(self, n: int = 1) -> None:
+        self.num_private += n
+
+    def free_private(self, n: int) -> None:
+        self.num_private -= n
+        assert self.num_private >= 0, "private block count went negative"
+
+    def release(self, cid: int) -> None:
+        """Drop one reference; a copy with no references goes to the LRU tail."""
+        refs = self._refs
+        refs[cid] -= 1
+        if refs[cid] == 0:
+            sentinel = self._head
+            last = self._prev[sentinel]
+            self._next[last] = cid
+            self._prev[cid] = last
+            self._next[cid] = sentinel
+            self._prev[sentinel] = cid
+            self.num_inactive += 1
+
+    def clear(self) -> None:
+        """Forget every inactive copy (active ones stay: their requests still run)."""
+        sentinel = self._head
+        cid = self._next[sentinel]
+        while cid != sentinel:
+            nxt = self._next[cid]
+            h = self._hash[cid]
+            copies = self._copies[h]
+            copies.remove(cid)
+            if not copies:
+                del self._copies[h]
+            self._free_ids.append(cid)
+            self.num_cached -= 1
+            cid = nxt
+        self._next[sentinel] = sentinel
+        self._prev[sentinel] = sentinel
+        self.num_inactive = 0
+
+    def _unlink(self, cid: int) -> None:
+        p, n = self._prev[cid], self._next[cid]
+        self._next[p] = n
+        self._prev[n] = p
+
+    # ---- checks ---------------------------------------------------------------------------
+    def lru_order(self) -> list[int]:
+        """Inactive copy ids from head (next to evict) to tail."""
+        out = []
+        cid = self._next[self._head]
+        while cid != self._head:
+            out.append(cid)
+            cid = self._next[cid]
+        return out
+
+    def hash_of(self, cid: int) -> int:
+        return self._hash[cid]
+
+    def refs_of(self, cid: int) -> int:
+        return self._refs[cid]
+
+    def check_invariants(self) -> None:
+        """free + active + inactive == capacity; LRU holds exactly the unreferenced copies."""
+        assert self.num_free >= 0 and self.num_private >= 0
+        assert self.num_free + self.num_active + self.num_inactive == self.num_blocks
+        lru = self.lru_order()
+        assert len(lru) == self.num_inactive == len(set(lru))
+        lru_set = set(lru)
+        in_use = {cid for copies in self._copies.values() for cid in copies}
+        assert len(in_use) == self.num_cached
+        assert lru_set <= in_use
+        for cid in in_use:
+            assert self._refs[cid] >= 0
+            assert (self._refs[cid] == 0) == (cid in lru_set)
+        assert not in_use & set(self._free_ids)
+        assert len(self._free_ids) == self.num_blocks - self.num_cached

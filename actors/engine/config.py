@@ -1,0 +1,146 @@
+"""Engine configuration: the reference mocker's engine keys (facts §0), validated.
+
+`EngineConfig` is what `--extra-engine-args` parses into. Unknown keys are
+rejected; every error names its field. Defaults are the reference's (1.6.1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_BLOCK_SIZE = {"vllm": 64, "sglang": 1, "trtllm": 32}
+
+
+class PolynomialTimingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["polynomial"] = "polynomial"
+
+
+class FixedTimingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["fixed"]
+    prefill_ms: float = Field(ge=0)
+    decode_ms: float = Field(ge=0)
+
+
+class InterpolatedTimingConfig(BaseModel):
+    """A profiled .npz table in the mocker format (facts §b)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["interpolated"]
+    path: str
+
+
+class ExternalTimingConfig(BaseModel):
+    """The reference's spelling of a profiled table: provider dynamo_profile, config.path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["external"]
+    provider: Literal["dynamo_profile"]
+    config: dict[str, str]
+
+    @model_validator(mode="after")
+    def _has_path(self) -> "ExternalTimingConfig":
+        if "path" not in self.config:
+            raise ValueError("timing_model.config.path is required for provider dynamo_profile")
+        return self
+
+
+TimingConfig = Union[PolynomialTimingConfig, FixedTimingConfig, InterpolatedTimingConfig, ExternalTimingConfig]
+
+
+class EngineConfig(BaseModel):
+    """One engine worker's settings. Sizes are per DP rank."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    worker_type: Literal["aggregated", "prefill", "decode"] = "aggregated"
+    num_gpu_blocks: int = Field(16384, gt=0)
+    block_size: int | None = Field(None, gt=0, description="tokens per KV block; backend default if omitted")
+    max_model_len: int | None = Field(None, gt=0)
+    max_num_seqs: int = Field(256, gt=0)
+    max_num_batched_tokens: int | None = Field(8192, gt=0)
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    preemption_mode: Literal["lifo", "fifo"] = "lifo"
+    speedup_ratio: float = Field(1.0, ge=0)
+    decode_speedup_ratio: float = Field(1.0, ge=0)
+    prefill_schedule_interval: int = Field(1, ge=1)
+    prefill_decode_interval: int = Field(0, ge=0)
+    dp_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    startup_time: float | None = Field(None, ge=0, description="seconds before a new worker serves")
+    emit_kv_events: bool = False
+    emit_kv_token_ids: bool = False
+    kv_bytes_per_token: int | None = Field(None, gt=0)
+    kv_transfer_bandwidth: float | None = Field(None, ge=0, description="GB/s (decimal)")
+    kv_transfer_timing_mode: Literal["full_prompt", "destination_missing"] = "full_prompt"
+    planner_profile_data: str | None = Field(None, description="profiled .npz timing table")
+    timing_model: TimingConfig = Field(default_factory=PolynomialTimingConfig, discriminator="type")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EngineConfig":
+        if self.backend != "vllm":
+            raise ValueError(f"backend {self.backend!r} is not implemented yet (only 'vllm')")
+        return self
+
+    @property
+    def block_size_tokens(self) -> int:
+        return self.block_size if self.block_size is not None else DEFAULT_BLOCK_SIZE[self.backend]
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.num_gpu_blocks * self.block_size_tokens
+
+    def timing_table_path(self) -> str | None:
+        if self.planner_profile_data is not None:
+            return self.planner_profile_data
+        if isinstance(self.timing_model, InterpolatedTimingConfig):
+            return self.timing_model.path
+        if isinstance(self.timing_model, ExternalTimingConfig):
+            return self.timing_model.config["path"]
+        return None
+
+
+class ConfigError(ValueError):
+    """Bad user configuration; the message is one line naming the field."""
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: `source: field.path: message`; the first line is the headline."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and x in {"polynomial", "fixed", "interpolated", "external"}))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_engine_args(raw: str | None, source: str = "--extra-engine-args") -> EngineConfig:
+    """Parse JSON text or a path to a JSON file into an EngineConfig; raise ConfigError."""
+    if raw is None:
+        return EngineConfig()
+    text = raw
+    if not raw.lstrip().startswith("{"):
+        path = Path(raw)
+        if not path.is_file():
+            raise ConfigError(f"{source}: not a JSON object and no such file: {raw}")
+        text = path.read_text()
+        source = f"{source} ({raw})"
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a JSON object")
+    try:
+        return EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None

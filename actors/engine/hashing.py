@@ -1,0 +1,124 @@
+"""Block hashing: token content hashes and chained sequence hashes (facts §e).
+
+- A token id is a u32; block bytes are the little-endian u32 tokens.
+- local hash (content, position independent) = xxh3_64(block bytes, seed=1337).
+- sequence hash: block 0 = its local hash; block i = xxh3_64(LE u64 parent ||
+  LE u64 local_i, seed=1337).
+- Only complete blocks are hashed.
+
+Requests are not token strings: a prompt is a list of trace hash ids, each
+standing for `trace_block_size` copies of the token id `u32(hash_id)`
+(Mooncake convention), truncated to the input length. Generated tokens get
+request-unique ids (see `generated_token_id`), so two requests never share a
+block that holds generated tokens.
+
+`PromptHasher` memoises chains in a trie over trace hash ids, so requests that
+share a prefix (the common case in conversation traces) hash it once.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import numpy.typing as npt
+import xxhash
+
+XXH3_SEED = 1337
+_U32 = 0xFFFFFFFF
+_PAIR = struct.Struct("<QQ")
+_xxh3 = xxhash.xxh3_64_intdigest
+
+
+def local_hash(tokens: npt.NDArray[np.uint32] | list[int]) -> int:
+    """Content hash of one full block of tokens."""
+    data = np.asarray(tokens, dtype="<u4").tobytes()
+    return _xxh3(data, seed=XXH3_SEED)
+
+
+def chain_hash(parent: int | None, local: int) -> int:
+    """Sequence hash of a block given its parent's sequence hash (None for block 0)."""
+    if parent is None:
+        return local
+    return _xxh3(_PAIR.pack(parent, local), seed=XXH3_SEED)
+
+
+def generated_token_id(salt: int, index: int) -> int:
+    """Token id of the `index`-th generated token of the request with this salt (u32)."""
+    return ((salt + 1) * 0x9E3779B1 + index * 0x85EBCA77) & _U32
+
+
+class PromptHasher:
+    """Sequence and local hashes of prompt blocks, memoised per trace-id prefix.
+
+    When the engine block size divides the trace block size, every engine block
+    inside one trace block holds identical tokens, so a trie node per trace id
+    stores the chain of its engine blocks; a partial last trace block uses a
+    prefix of that chain. Otherwise prompts are hashed directly from tokens.
+    """
+
+    def __init__(self, block_size: int, trace_block_size: int) -> None:
+        if block_size <= 0 or trace_block_size <= 0:
+            raise ValueError("block sizes must be positive")
+        self.block_size = block_size
+        self.trace_block_size = trace_block_size
+        self._aligned = trace_block_size % block_size == 0
+        self._per_trace = trace_block_size // block_size if self._aligned else 0
+        self._uniform_local: dict[int, int] = {}
+        # trie node: hash_id -> (seq hashes of its engine blocks, children)
+        self._root: dict[int, tuple[list[int], dict[int, object]]] = {}
+
+    def _uniform(self, token: int) -> int:
+        h = self._uniform_local.get(token)
+        if h is None:
+            h = local_hash(np.full(self.block_size, token, dtype=np.uint32))
+            self._uniform_local[token] = h
+        return h
+
+    def prompt_tokens(self, hash_ids: tuple[int, ...], input_length: int) -> npt.NDArray[np.uint32]:
+        ids = np.asarray(hash_ids, dtype=np.uint64) & np.uint64(_U32)
+        return np.repeat(ids.astype(np.uint32), self.trace_block_size)[:input_length]
+
+    def hash_prompt(self, hash_ids: tuple[int, ...], input_length: int) -> tuple[list[int], list[int]]:
+        """(sequence hashes, local hashes) of the prompt's full engine blocks."""
+        num_full = input_length // self.block_size
+        if not self._aligned:
+            return self._hash_tokens(self.prompt_tokens(hash_ids, input_length), num_full)
+        seqs: list[int] = []
+        locals_: list[int] = []
+        node = self._root
+        parent: int | None = None
+        per = self._per_trace
+        for hid in hash_ids:
+            if len(seqs) >= num_full:
+                break
+            token = hid & _U32
+            entry = node.get(hid)
+            if entry is None:
+                local = self._uniform(token)
+                chain = []
+                for _ in range(per):
+                    parent = chain_hash(parent, local)
+                    chain.append(parent)
+                entry = (chain, {})
+                node[hid] = entry
+            chain, children = entry
+            take = min(per, num_full - len(seqs))
+            seqs.extend(chain[:take])
+            locals_.extend([self._uniform(token)] * take)
+            parent = chain[-1]
+            node = children  # type: ignore[assignment]
+        return seqs, locals_
+
+    def _hash_tokens(self, tokens: npt.NDArray[np.uint32], num_full: int) -> tuple[list[int], list[int]]:
+        seqs: list[int] = []
+        locals_: list[int] = []
+        parent: int | None = None
+        bs = self.block_size
+        data = tokens.astype("<u4")
+        for i in range(num_full):
+            local = _xxh3(data[i * bs:(i + 1) * bs].tobytes(), seed=XXH3_SEED)
+            parent = chain_hash(parent, local)
+            seqs.append(parent)
+            locals_.append(local)
+        return seqs, locals_
