@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from actors.engine.config import EngineConfig
+from actors.engine.events import KvEvent
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import GapLog, RequestRecord, TerminalStatus
 from actors.engine.sequence import EngineRequest
@@ -66,6 +67,8 @@ class SimulationResult:
     num_events: int
     end_ms: float
     committed_prefill_tokens: int = field(default=0)
+    kv_events: list[KvEvent] = field(default_factory=list)
+    """Every KV event of the run, per rank in event-id order (only with collect_kv_events)."""
 
 
 class ReplaySimulation:
@@ -82,6 +85,7 @@ class ReplaySimulation:
         timing: TimingModel | None = None,
         macro_step: bool = True,
         on_request_done: Callable[[RequestRecord], None] | None = None,
+        collect_kv_events: bool = False,
     ) -> None:
         if num_workers < 1:
             raise ValueError("num_workers must be at least 1")
@@ -92,7 +96,9 @@ class ReplaySimulation:
         self.loop = EventLoop()
         self.gaps = GapLog()
         self.hasher = PromptHasher(engine.block_size_tokens, workload.trace_block_size)
-        self.workers = [EngineWorker(w, engine, self.gaps, timing, macro_step) for w in range(num_workers)]
+        self.collect_kv_events = collect_kv_events
+        self.workers = [EngineWorker(w, engine, self.gaps, timing, macro_step, emit_events=collect_kv_events)
+                        for w in range(num_workers)]
         self.ranks: list[VllmRank] = [r for w in self.workers for r in w.ranks]
         self.router: Router = router if router is not None else RoundRobinRouter(len(self.ranks))
         self.concurrency = concurrency
@@ -210,9 +216,9 @@ class ReplaySimulation:
                 self._ready.append((i, 0))
             self.loop.schedule(0.0, Priority.DELIVER, 0, self._on_slot_freed)
         self.loop.run()
-        for rank in self.ranks:
-            rank.take_events()
+        events = [e for rank in self.ranks for e in rank.take_events()]
         return SimulationResult(
+            kv_events=events,
             records=self.records,
             gaps=self.gaps,
             workers=self.workers,

@@ -103,6 +103,20 @@ class Workload:
     def total_output_tokens(self) -> int:
         return sum(t.output_length for s in self.sessions for t in s.turns)
 
+    def scaled(self, arrival_speedup_ratio: float) -> "Workload":
+        """The same workload with session starts and inter-turn delays divided by the ratio."""
+        if not arrival_speedup_ratio > 0:
+            raise ValueError(f"arrival_speedup_ratio must be positive, got {arrival_speedup_ratio}")
+        r = arrival_speedup_ratio
+        return Workload(
+            sessions=tuple(
+                Session(s.session_id, s.start_ms / r,
+                        tuple(Turn(t.input_length, t.output_length, t.hash_ids, t.delay_ms / r) for t in s.turns))
+                for s in self.sessions
+            ),
+            trace_block_size=self.trace_block_size,
+        )
+
     @property
     def last_start_ms(self) -> float:
         """Arrival of the last session's first turn (0.0 for an empty workload)."""

@@ -45,6 +45,7 @@ class VllmRank:
         worker_id: int = 0,
         dp_rank: int = 0,
         macro_step: bool = True,
+        emit_events: bool = True,
     ) -> None:
         self.config = config
         self.timing = timing
@@ -55,7 +56,8 @@ class VllmRank:
         self.block_size = config.block_size_tokens
         self.pool = BlockPool(config.num_gpu_blocks)
         self.caching = config.enable_prefix_caching
-        self.publish_events = config.enable_prefix_caching and config.worker_type != "decode"
+        # Disaggregated decode workers never publish (facts §f); a host with no subscriber opts out.
+        self.publish_events = emit_events and config.enable_prefix_caching and config.worker_type != "decode"
         self.budget = config.max_num_batched_tokens or _UNBOUNDED
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
@@ -120,7 +122,14 @@ class VllmRank:
                 self.run = run
                 self.busy_until = run.end_ms
                 return self.busy_until
-        return self._start_pass(now)
+        end = self._start_pass(now)
+        if end is None and self._empty_after_preemption:
+            # Every running request was preempted (the last victim was itself): admission,
+            # skipped in a pass with preemption, gets its turn at the same instant.
+            end = self._start_pass(now)
+        return end
+
+    _empty_after_preemption = False
 
     def _start_pass(self, now: float) -> float | None:
         bs, pool, caching = self.block_size, self.pool, self.caching
@@ -154,9 +163,9 @@ class VllmRank:
             i += 1
         if not preempted:
             budget = self._admit(now, budget, scheduled)
+        self._empty_after_preemption = preempted and not scheduled
         if not scheduled:
-            # Nothing fits this instant (e.g. the head waits for blocks held by nobody
-            # running): stay idle until a message arrives.
+            # Nothing fits this instant: stay idle until a message arrives.
             self._flush_pool_events(now)
             return None
         return self._finish_planning(now, scheduled)

@@ -42,12 +42,14 @@ class EngineWorker:
         gaps: GapLog,
         timing: TimingModel | None = None,
         macro_step: bool = True,
+        emit_events: bool = True,
     ) -> None:
         self.worker_id = worker_id
         self.config = config
         model = timing if timing is not None else timing_from_config(config)
         self.ranks = [
-            VllmRank(config, model, gaps, worker_id=worker_id, dp_rank=r, macro_step=macro_step)
+            VllmRank(config, model, gaps, worker_id=worker_id, dp_rank=r, macro_step=macro_step,
+                     emit_events=emit_events)
             for r in range(config.dp_size)
         ]
 

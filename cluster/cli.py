@@ -1,0 +1,29 @@
+"""The `clustersim` command: subcommands are registered by their host modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from cluster import replay
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clustersim", description="Simulate LLM-inference GPU clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    replay_parser = sub.add_parser("replay", help="replay a trace or synthetic workload offline",
+                                   description="Replay a trace or a synthetic workload offline.")
+    replay.add_arguments(replay_parser)
+    replay_parser.set_defaults(handler=lambda args: replay.run_from_args(args, "clustersim replay"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
