@@ -154,16 +154,55 @@ class BlockPool:
         Returns (copy id, whether this is the hash's first copy). The caller
         must have called `ensure_free`.
         """
-        cid = self._free_ids.pop()
-        self._hash[cid] = block_hash
-        self._refs[cid] = 1
-        self.num_cached += 1
-        copies = self._copies.get(block_hash)
-        if copies is None:
-            self._copies[block_hash] = [cid]
-            return cid, True
-        copies.append(cid)
-        return cid, False
+        out: list[int] = []
+        first = self.cache_run([block_hash], 0, 1, out)
+        return out[0], bool(first)
+
+    def cache_run(self, hashes: list[int], start: int, end: int, out: list[int]) -> list[tuple[int, int]]:
+        """`cache_new` for hashes[start:end], appending copy ids to `out`.
+
+        Returns the maximal index ranges [a, b) whose hashes got their first copy
+        (the groups a `KvStored` event reports).
+        """
+        free_ids, hash_arr, refs, copies_map = self._free_ids, self._hash, self._refs, self._copies
+        groups: list[tuple[int, int]] = []
+        group_start = -1
+        for j in range(start, end):
+            h = hashes[j]
+            cid = free_ids.pop()
+            hash_arr[cid] = h
+            refs[cid] = 1
+            out.append(cid)
+            copies = copies_map.get(h)
+            if copies is None:
+                copies_map[h] = [cid]
+                if group_start < 0:
+                    group_start = j
+            else:
+                copies.append(cid)
+                if group_start >= 0:
+                    groups.append((group_start, j))
+                    group_start = -1
+        if group_start >= 0:
+            groups.append((group_start, end))
+        self.num_cached += end - start
+        return groups
+
+    def release_many(self, cids: list[int]) -> None:
+        """`release` each copy in reverse order (a request's suffix reaches the LRU first)."""
+        refs, prv, nxt, sentinel = self._refs, self._prev, self._next, self._head
+        added = 0
+        for cid in reversed(cids):
+            r = refs[cid] - 1
+            refs[cid] = r
+            if r == 0:
+                last = prv[sentinel]
+                nxt[last] = cid
+                prv[cid] = last
+                nxt[cid] = sentinel
+                prv[sentinel] = cid
+                added += 1
+        self.num_inactive += added
 
     def add_private(self, n: int = 1) -> None:
         self.num_private += n
@@ -174,16 +213,7 @@ class BlockPool:
 
     def release(self, cid: int) -> None:
         """Drop one reference; a copy with no references goes to the LRU tail."""
-        refs = self._refs
-        refs[cid] -= 1
-        if refs[cid] == 0:
-            sentinel = self._head
-            last = self._prev[sentinel]
-            self._next[last] = cid
-            self._prev[cid] = last
-            self._next[cid] = sentinel
-            self._prev[sentinel] = cid
-            self.num_inactive += 1
+        self.release_many([cid])
 
     def clear(self) -> None:
         """Forget every inactive copy (active ones stay: their requests still run)."""

@@ -43,9 +43,20 @@ def chain_hash(parent: int | None, local: int) -> int:
     return _xxh3(_PAIR.pack(parent, local), seed=XXH3_SEED)
 
 
+_GEN_A = 0x9E3779B1
+_GEN_B = 0x85EBCA77
+
+
 def generated_token_id(salt: int, index: int) -> int:
     """Token id of the `index`-th generated token of the request with this salt (u32)."""
-    return ((salt + 1) * 0x9E3779B1 + index * 0x85EBCA77) & _U32
+    return ((salt + 1) * _GEN_A + index * _GEN_B) & _U32
+
+
+def generated_token_ids(salt: int, start: int, end: int) -> npt.NDArray[np.uint32]:
+    """`generated_token_id(salt, i)` for i in [start, end), vectorised (u64 arithmetic wraps mod 2^64)."""
+    idx = np.arange(start, end, dtype=np.uint64)
+    base = np.uint64(((salt + 1) * _GEN_A) & 0xFFFFFFFFFFFFFFFF)
+    return ((base + idx * np.uint64(_GEN_B)) & np.uint64(_U32)).astype(np.uint32)
 
 
 class PromptHasher:
@@ -65,13 +76,14 @@ class PromptHasher:
         self._aligned = trace_block_size % block_size == 0
         self._per_trace = trace_block_size // block_size if self._aligned else 0
         self._uniform_local: dict[int, int] = {}
-        # trie node: hash_id -> (seq hashes of its engine blocks, children)
-        self._root: dict[int, tuple[list[int], dict[int, object]]] = {}
+        # trie node: hash_id -> (seq hashes of its engine blocks, their local hash, children)
+        self._root: dict[int, tuple[list[int], int, dict[int, object]]] = {}
 
     def _uniform(self, token: int) -> int:
+        """Local hash of a block of `block_size` copies of one token."""
         h = self._uniform_local.get(token)
         if h is None:
-            h = local_hash(np.full(self.block_size, token, dtype=np.uint32))
+            h = _xxh3(token.to_bytes(4, "little") * self.block_size, seed=XXH3_SEED)
             self._uniform_local[token] = h
         return h
 
@@ -92,20 +104,23 @@ class PromptHasher:
         for hid in hash_ids:
             if len(seqs) >= num_full:
                 break
-            token = hid & _U32
             entry = node.get(hid)
             if entry is None:
-                local = self._uniform(token)
+                local = self._uniform(hid & _U32)
                 chain = []
                 for _ in range(per):
                     parent = chain_hash(parent, local)
                     chain.append(parent)
-                entry = (chain, {})
+                entry = (chain, local, {})
                 node[hid] = entry
-            chain, children = entry
-            take = min(per, num_full - len(seqs))
-            seqs.extend(chain[:take])
-            locals_.extend([self._uniform(token)] * take)
+            chain, local, children = entry
+            take = num_full - len(seqs)
+            if take >= per:
+                seqs.extend(chain)
+                locals_.extend([local] * per)
+            else:
+                seqs.extend(chain[:take])
+                locals_.extend([local] * take)
             parent = chain[-1]
             node = children  # type: ignore[assignment]
         return seqs, locals_

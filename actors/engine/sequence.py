@@ -16,10 +16,11 @@ prefix caching is off). Invariant after any allocation:
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from actors.engine.blocks import BlockPool
 from actors.engine.events import KvStored
-from actors.engine.hashing import PromptHasher, generated_token_id, local_hash, chain_hash
+from actors.engine.hashing import PromptHasher, chain_hash, generated_token_ids, local_hash
 from actors.engine.records import RequestRecord
 
 
@@ -58,15 +59,19 @@ class EngineRequest:
     def seq_len(self) -> int:
         return self.prompt_len + self.generated
 
-    def _tokens(self, start: int, end: int) -> np.ndarray:
+    def _tokens(self, start: int, end: int) -> npt.NDArray[np.uint32]:
         """Token ids of positions [start, end) (prompt from trace ids, then generated ids)."""
-        out = np.empty(end - start, dtype=np.uint32)
-        for k, pos in enumerate(range(start, end)):
-            if pos < self.prompt_len:
-                out[k] = self.hash_ids[pos // self.trace_block_size] & 0xFFFFFFFF
-            else:
-                out[k] = generated_token_id(self.salt, pos - self.prompt_len)
-        return out
+        split = min(max(start, self.prompt_len), end)
+        parts = []
+        if split > start:
+            tbs = self.trace_block_size
+            ids = np.asarray(self.hash_ids[start // tbs:(split - 1) // tbs + 1], dtype=np.uint64)
+            tokens = np.repeat((ids & np.uint64(0xFFFFFFFF)).astype(np.uint32), tbs)
+            offset = start - (start // tbs) * tbs
+            parts.append(tokens[offset:offset + split - start])
+        if end > split:
+            parts.append(generated_token_ids(self.salt, split - self.prompt_len, end - self.prompt_len))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def ensure_hashes(self, num_blocks: int, block_size: int) -> None:
         """Extend sequence/local hashes to the first `num_blocks` full blocks."""
@@ -103,19 +108,8 @@ class EngineRequest:
                 # The partial tail block filled up: it gets its identity in place.
                 pool.free_private(1)
                 self.num_private = 0
-            group_start = -1
-            hashes = self.hashes
-            for j in range(i, full):
-                cid, first = pool.cache_new(hashes[j])
-                self.block_ids.append(cid)
-                if first:
-                    if group_start < 0:
-                        group_start = j
-                elif group_start >= 0:
-                    self._emit_stored(pool, group_start, j)
-                    group_start = -1
-            if group_start >= 0:
-                self._emit_stored(pool, group_start, full)
+            for a, b in pool.cache_run(self.hashes, i, full, self.block_ids):
+                self._emit_stored(pool, a, b)
         if need > full and self.num_private == 0:
             pool.add_private(1)
             self.num_private = 1
@@ -130,8 +124,7 @@ class EngineRequest:
         if self.num_private:
             pool.free_private(self.num_private)
             self.num_private = 0
-        for cid in reversed(self.block_ids):
-            pool.release(cid)
+        pool.release_many(self.block_ids)
         self.block_ids = []
 
     def touch_prefix(self, pool: BlockPool, num_blocks: int) -> None:
