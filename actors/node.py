@@ -285,6 +285,18 @@ class Node:
         self._seq += 1
         return f"{self.name}/{card_index}/{kind}{self._seq}"
 
+    def release(self, vgpu_id: str, now_ms: float = 0.0) -> None:
+        """Give back one vGPU (whoever holds it)."""
+        for s in self._slots:
+            if s.vgpu.vgpu_id == vgpu_id:
+                s.holder = None
+        for d in [d for d in self._dynamic if d.vgpu.vgpu_id == vgpu_id]:
+            if self._hami:
+                self._hami[d.vgpu.card_index].remove(d.mem_units, d.core_units)
+            self._dynamic.remove(d)
+        if self.status == "draining" and not self.workers():
+            self._start_switch(now_ms)
+
     def free(self, worker: str, now_ms: float = 0.0) -> int:
         """Release every vGPU `worker` holds; returns how many. Completes draining when the node empties."""
         n = 0

@@ -98,7 +98,7 @@ def place_or_raise(table: MigTable, names: Sequence[str], gpu_name: str,
         total_m = sum(p.size for p in profiles) + sum(o.profile.size for o in occupied)
         raise MigError(
             f"MIG set [{', '.join(names)}] does not fit on {gpu_name}: needs {total_c}/{table.compute_slices} "
-            f"compute and {total_m}/{table.memory_slices} memory slices, with no overlapping legal placement"
+            f"compute and {total_m}/{table.memory_slices} memory slices, or its legal placements overlap"
         )
     return result
 

@@ -90,5 +90,5 @@ def format_amount(value: Decimal | int | float, number_format: NumberFormat, uni
         idx += 1
     quantum = Decimal(1).scaleb(-number_format.round_length)
     shown = amount.quantize(quantum, rounding=ROUND_DOWN)
-    text = f"{shown:f}{prefixes[idx]}"
-    return f"{text} {unit}".rstrip() if unit else text
+    suffix = f"{prefixes[idx]}{unit}"
+    return f"{shown:f} {suffix}" if suffix else f"{shown:f}"
