@@ -408,9 +408,12 @@ def load_node(path: str | Path, name: str | None = None) -> Node:
     try:
         acc = AcceleratorFile.model_validate(raw)
         extras = NodeFileExtras.model_validate(node_raw)
-        cfg = _VIRT_ADAPTER.validate_python(virt_raw) if virt_raw is not None else None
     except ValidationError as exc:
         raise ValueError(f"{path}: {summarize_validation_error(exc)}") from exc
+    try:
+        cfg = _VIRT_ADAPTER.validate_python(virt_raw) if virt_raw is not None else None
+    except ValidationError as exc:
+        raise ValueError(f"{path}: virtualization.{summarize_validation_error(exc)}") from exc
     try:
         return Node.build(name or extras.name or Path(path).stem, acc, cfg)
     except ValueError as exc:

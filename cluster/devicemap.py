@@ -121,7 +121,7 @@ def parse_device_map(spec: str, model: ModelArch, gpu_available_bytes: Sequence[
     text = spec.strip()
     if not text:
         raise DeviceMapError("empty device map")
-    if ":" not in text and ";" not in text:
+    if text.isdigit():
         text = f"0:{text}"
     for part in text.split(";"):
         if ":" not in part:
