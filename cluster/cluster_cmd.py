@@ -70,8 +70,10 @@ def render(node: Node, out: TextIO) -> None:
     for card in node.cards:
         mine = [(v, h) for v, h in vgpus if v.card_index == card.index]
         free_mem, free_sm = node.free_capacity(card.index)
+        split = node.max_split(card.index)
+        split_text = f"{split / 100:.2f}fGPU" if node.mode.mode == "fractional" else str(split)
         out.write(f"  {card.index:>4}  {card.gpu.name:<26} {card.numa:>4}  {node.card_mode(card.index):<22} "
-                  f"{node.max_split(card.index):>9}  {len(mine):>5}  {format_binary_size(free_mem):>11}  "
+                  f"{split_text:>9}  {len(mine):>5}  {format_binary_size(free_mem):>11}  "
                   f"{free_sm:>7.2f}\n")
         for v, holder in mine:
             label = v.profile or v.isolation
