@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from cluster import replay
+from cluster import cluster_cmd, replay
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,13 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser = sub.add_parser("replay", help="replay a trace or synthetic workload offline",
                                    description="Replay a trace or a synthetic workload offline.")
     replay.add_arguments(replay_parser)
-    replay_parser.set_defaults(handler=lambda args: replay.run_from_args(args, "clustersim replay"))
+    replay_parser.set_defaults(func=lambda args: replay.run_from_args(args, "clustersim replay"))
+    cluster_cmd.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    code: int = args.func(args)
     return code
 
 

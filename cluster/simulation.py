@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from actors.engine.config import EngineConfig
 from actors.engine.events import KvEvent
@@ -59,6 +59,15 @@ class RoundRobinRouter:
         pass
 
 
+@runtime_checkable
+class ContendedTiming(Protocol):
+    """A timing model whose speed depends on busy co-tenants of its physical card."""
+
+    def set_busy_cotenants(self, limits: Sequence[float]) -> None:
+        """Core limits of the other time-sliced vGPUs on the card that are busy now."""
+        ...
+
+
 @dataclass
 class SimulationResult:
     records: list[RequestRecord]
@@ -83,6 +92,8 @@ class ReplaySimulation:
         concurrency: int | None = None,
         router: Router | None = None,
         timing: TimingModel | None = None,
+        timings: Sequence[TimingModel] | None = None,
+        contention: Sequence[Sequence[tuple[int, float]]] = (),
         macro_step: bool = True,
         on_request_done: Callable[[RequestRecord], None] | None = None,
         collect_kv_events: bool = False,
@@ -97,8 +108,20 @@ class ReplaySimulation:
         self.gaps = GapLog()
         self.hasher = PromptHasher(engine.block_size_tokens, workload.trace_block_size)
         self.collect_kv_events = collect_kv_events
-        self.workers = [EngineWorker(w, engine, self.gaps, timing, macro_step, emit_events=collect_kv_events)
+        if timings is not None and len(timings) != num_workers:
+            raise ValueError(f"timings has {len(timings)} models for {num_workers} workers")
+        per_worker = list(timings) if timings is not None else [timing] * num_workers
+        self.workers = [EngineWorker(w, engine, self.gaps, per_worker[w], macro_step, emit_events=collect_kv_events)
                         for w in range(num_workers)]
+        # Time-sliced vGPUs sharing a card: worker -> its group of (worker, core limit).
+        self._group_of: dict[int, Sequence[tuple[int, float]]] = {}
+        for group in contention:
+            for w, _ in group:
+                model = self.workers[w].ranks[0].timing
+                if not isinstance(model, ContendedTiming):
+                    raise ValueError(f"worker {w} shares a card but its timing model ignores contention")
+                self._group_of[w] = group
+        self._busy = [False] * num_workers
         self.ranks: list[VllmRank] = [r for w in self.workers for r in w.ranks]
         self.router: Router = router if router is not None else RoundRobinRouter(len(self.ranks))
         self.concurrency = concurrency
@@ -192,6 +215,31 @@ class ReplaySimulation:
             self._terminal(now, req)
         if end is not None:
             self._arm_finish(idx, end)
+        if self._group_of:
+            self._update_contention(rank.worker_id, now)
+
+    def _update_contention(self, w: int, now: float) -> None:
+        """Worker w may have become busy or idle: re-time its card's co-tenants.
+
+        A pass keeps the speed it started with; co-tenants' decode runs are cut
+        after the pass in progress so that later passes use the new speed.
+        """
+        busy = any(r.busy_until is not None for r in self.workers[w].ranks)
+        group = self._group_of.get(w)
+        if group is None or busy == self._busy[w]:
+            return
+        self._busy[w] = busy
+        for u, _ in group:
+            if u == w:
+                continue
+            limits = [limit for v, limit in group if v != u and self._busy[v]]
+            for rank in self.workers[u].ranks:
+                model = rank.timing
+                assert isinstance(model, ContendedTiming)
+                model.set_busy_cotenants(limits)
+                new_end = rank.interrupt(now)
+                if new_end is not None:
+                    self._arm_finish(self.ranks.index(rank), new_end)
 
     def _on_finish(self, now: float, arg: tuple[int, int]) -> None:
         idx, token = arg
