@@ -156,3 +156,19 @@ def test_interpolated_model_rejects_bad_tables(tmp_path) -> None:  # type: ignor
     np.savez(path, prefill_isl=np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="lacks arrays"):
         InterpolatedTiming.from_npz(path)
+
+
+def test_token_synthesis_matches_the_per_token_definition() -> None:
+    from actors.engine.hashing import generated_token_id
+    from actors.engine.records import RequestRecord
+    from actors.engine.sequence import EngineRequest
+
+    hasher = PromptHasher(64, 512)
+    for salt in (0, 5, 123456789):
+        rec = RequestRecord(request_id=salt, session_id="s", turn_index=0, input_length=700,
+                            requested_output_length=500, arrival_ms=0.0)
+        req = EngineRequest(rec, (3, 2**40 + 7), 512, hasher)
+        for a, b in [(0, 64), (640, 704), (690, 760), (700, 900), (512, 700)]:
+            expected = [(req.hash_ids[p // 512] & 0xFFFFFFFF) if p < 700 else generated_token_id(salt, p - 700)
+                        for p in range(a, b)]
+            assert list(req._tokens(a, b)) == expected, (salt, a, b)
