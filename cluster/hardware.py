@@ -12,12 +12,13 @@ from __future__ import annotations
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.sizes import parse_binary_size
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CATALOG = CONFIG_DIR / "gpus.toml"
 
@@ -177,8 +178,8 @@ class Catalog(_Frozen):
         return self.mig.get(spec.mig) if spec.mig else None
 
 
-def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
-    """Read and validate a catalog file.
+def load_toml_model(path: str | Path, model: type[ModelT]) -> ModelT:
+    """Read a TOML file and validate it as `model`.
 
     Raises:
         ValueError: unreadable TOML or a field that fails validation (message names the file).
@@ -189,9 +190,14 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
     try:
-        return Catalog.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(f"{path}: {summarize_validation_error(exc)}") from exc
+
+
+def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
+    """Read and validate a catalog file (ValueError naming the file and field)."""
+    return load_toml_model(path, Catalog)
 
 
 @lru_cache(maxsize=4)

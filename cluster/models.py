@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.hardware import CONFIG_DIR, summarize_validation_error
+from cluster.hardware import CONFIG_DIR, load_toml_model
 
 MODELS_DIR = CONFIG_DIR / "models"
 Dtype = Literal["bf16", "fp16", "fp8"]
@@ -98,15 +97,7 @@ class ModelArch(BaseModel):
 
 def load_model(path: str | Path) -> ModelArch:
     """Read and validate a model file (ValueError naming the file and field)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    try:
-        return ModelArch.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: {summarize_validation_error(exc)}") from exc
+    return load_toml_model(path, ModelArch)
 
 
 @lru_cache(maxsize=32)
