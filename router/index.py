@@ -14,9 +14,14 @@ Operations
 - `dump_events()`: a list of `KvEvent`s that rebuilds this exact state in an empty index.
 
 Representation (see `router.bitsets`): each slot owns one bit; `_masks[h]` is the
-bitmask of slots holding `h`; `_held[slot]` is an insertion-ordered dict
-`h -> (parent_hash, token_hash)`. Invariant (`check_invariants`): bit `s` of
-`_masks[h]` is set iff `h in _held[s]`, and no mask is zero.
+bitmask of slots holding `h`; `_held[slot]` is the set of hashes the slot holds
+(updated in bulk, at C speed); `_meta[h] = (parent_hash, token_hash)` as first
+stored, kept while any slot holds `h` (a sequence hash determines its parent, so one
+entry serves all slots).
+Mask updates are idempotent (OR to store, AND-NOT to remove), so the hot loop needs
+one dict read and one write per block. Invariant (`check_invariants`): bit `s` of
+`_masks[h]` is set iff `h in _held[s]`, no mask is zero, and `_meta` has exactly
+the keys of `_masks`.
 
 Event semantics. They follow the reference indexer (Dynamo `lib/kv-router`
 `radix_tree.rs`, `RadixTree::apply_event`), applied in delivery order:
@@ -77,9 +82,11 @@ class PrefixIndex:
         "_slot_of",
         "_key_of",
         "_bit_of",
+        "_inv_of",
         "_held",
         "_free_slots",
         "_masks",
+        "_meta",
         "num_skipped_stored",
         "num_ignored_removed",
     )
@@ -88,10 +95,13 @@ class PrefixIndex:
         self._slot_of: dict[SlotKey, int] = {}
         self._key_of: list[SlotKey | None] = []
         self._bit_of: list[int] = []
-        self._held: list[dict[int, tuple[int | None, int]]] = []
+        self._inv_of: list[int] = []
+        self._held: list[set[int]] = []
         self._free_slots: list[int] = []
         """Min-heap of freed slot indices; the lowest is reused first (deterministic)."""
         self._masks: dict[int, int] = {}
+        self._meta: dict[int, tuple[int | None, int]] = {}
+        """block hash -> (parent hash, token hash) as first stored."""
         self.num_skipped_stored = 0
         """Stored events skipped because the slot did not hold their parent."""
         self.num_ignored_removed = 0
@@ -117,7 +127,8 @@ class PrefixIndex:
             s = len(self._key_of)
             self._key_of.append(key)
             self._bit_of.append(1 << s)
-            self._held.append({})
+            self._inv_of.append(~(1 << s))
+            self._held.append(set())
         self._slot_of[key] = s
         return s
 
@@ -141,7 +152,14 @@ class PrefixIndex:
     def apply(self, event: KvEvent) -> None:
         """Apply one KV event (see the module docstring for the semantics)."""
         data = event.data
-        if isinstance(data, KvStored):
+        kind = type(data)
+        if kind is KvStored:
+            assert isinstance(data, KvStored)
+            self.apply_stored(event.worker_id, event.dp_rank, data.parent_hash, data.block_hashes, data.token_hashes)
+        elif kind is KvRemoved:
+            assert isinstance(data, KvRemoved)
+            self.apply_removed(event.worker_id, event.dp_rank, data.block_hashes)
+        elif isinstance(data, KvStored):
             self.apply_stored(event.worker_id, event.dp_rank, data.parent_hash, data.block_hashes, data.token_hashes)
         elif isinstance(data, KvRemoved):
             self.apply_removed(event.worker_id, event.dp_rank, data.block_hashes)
@@ -159,42 +177,60 @@ class PrefixIndex:
         token_hashes: Sequence[int] | None = None,
     ) -> bool:
         """Add a chain of blocks to a slot. Returns False (and skips it) if the parent is unknown."""
-        s = self.slot(worker_id, dp_rank)
+        s = self._slot_of.get((worker_id, dp_rank))
+        if s is None:
+            s = self.slot(worker_id, dp_rank)
         held = self._held[s]
         if parent_hash is not None and parent_hash not in held:
             self.num_skipped_stored += 1
             return False
         bit = self._bit_of[s]
         masks = self._masks
+        get = masks.get
+        meta = self._meta
         prev = parent_hash
         if token_hashes is None:
             token_hashes = (0,) * len(block_hashes)
         for h, th in zip(block_hashes, token_hashes):
-            if h not in held:
-                held[h] = (prev, th)
-                masks[h] = masks.get(h, 0) | bit
+            m = get(h)
+            if m is None:
+                masks[h] = bit
+                meta[h] = (prev, th)
+            else:
+                masks[h] = m | bit
             prev = h
+        held.update(block_hashes)
         return True
 
     def apply_removed(self, worker_id: int, dp_rank: int, block_hashes: Sequence[int]) -> int:
-        """Drop blocks from a slot; returns how many of them the slot did not hold (ignored)."""
+        """Drop blocks from a slot; returns how many of them the slot did not hold (ignored).
+
+        `block_hashes` are assumed distinct (as engines emit them).
+        """
         s = self._slot_of.get((worker_id, dp_rank))
         if s is None:
             self.num_ignored_removed += len(block_hashes)
             return len(block_hashes)
         held = self._held[s]
-        bit = self._bit_of[s]
+        n_before = len(held)
+        held.difference_update(block_hashes)
+        ignored = len(block_hashes) - (n_before - len(held))
+        if ignored == len(block_hashes):
+            self.num_ignored_removed += ignored
+            return ignored
+        inv = self._inv_of[s]
         masks = self._masks
-        ignored = 0
+        get = masks.get
         for h in block_hashes:
-            if held.pop(h, None) is None:
-                ignored += 1
+            m = get(h)
+            if m is None:
                 continue
-            m = masks[h] ^ bit
+            m &= inv
             if m:
                 masks[h] = m
             else:
                 del masks[h]
+                del self._meta[h]
         self.num_ignored_removed += ignored
         return ignored
 
@@ -228,7 +264,8 @@ class PrefixIndex:
                 masks[h] = m
             else:
                 del masks[h]
-        self._held[s] = {}
+                del self._meta[h]
+        self._held[s] = set()
 
     # --------------------------------------------------------------------------- queries
 
@@ -250,13 +287,10 @@ class PrefixIndex:
         slots, ds = decode_runs(dropped, depths, len(self._key_of))
         key_of = self._key_of
         held = self._held
-        scores = out.scores
-        sizes = out.tree_sizes
-        for s, d in zip(slots.tolist(), ds.tolist()):
-            key = key_of[s]
-            assert key is not None
-            scores[key] = d
-            sizes[key] = len(held[s])
+        slot_list = slots.tolist()
+        keys = [key_of[s] for s in slot_list]
+        out.scores = dict(zip(keys, ds.tolist()))  # matched slots are live
+        out.tree_sizes = dict(zip(keys, [len(held[s]) for s in slot_list]))
         return out
 
     def match_depths(self, block_hashes: Sequence[int]) -> tuple[IntArray, IntArray]:
@@ -282,18 +316,33 @@ class PrefixIndex:
     def dump_events(self, t_ms: float = 0.0) -> list[KvEvent]:
         """Events that rebuild this exact state when applied, in order, to an empty index.
 
-        One `KvStored` per held block, slots in sorted key order, blocks in the order the
-        slot stored them; `parent_hash` is the stored parent when the slot holds it and it
-        was emitted earlier in this dump, else None. `event_id` counts from 0 per slot.
+        One `KvStored` per held block; slots in sorted key order; within a slot, blocks by
+        (depth, hash) where depth counts held ancestors along the recorded parents, so a block's
+        parent is emitted before it. `parent_hash` is the recorded parent when the slot
+        holds it (and it is shallower), else None. `event_id` counts from 0 per slot.
         """
         events: list[KvEvent] = []
+        meta = self._meta
         for key in sorted(self._slot_of):
             held = self._held[self._slot_of[key]]
-            emitted: set[int] = set()
-            for eid, (h, (parent, th)) in enumerate(held.items()):
-                p = parent if parent is not None and parent in emitted else None
+            depth: dict[int, int] = {}
+            for h in held:
+                path: list[int] = []
+                on_path: set[int] = set()
+                cur: int | None = h
+                while cur is not None and cur in held and cur not in depth and cur not in on_path:
+                    path.append(cur)
+                    on_path.add(cur)
+                    cur = meta[cur][0]
+                d = depth[cur] + 1 if cur is not None and cur in depth else 0
+                for node in reversed(path):
+                    depth[node] = d
+                    d += 1
+            for eid, h in enumerate(sorted(held, key=lambda x: (depth[x], x))):
+                p, th = meta[h]
+                if p is None or p not in held or depth[p] >= depth[h]:
+                    p = None
                 events.append(KvEvent(t_ms, key[0], key[1], eid, KvStored(p, (h,), (th,))))
-                emitted.add(h)
         return events
 
     def check_invariants(self) -> None:
@@ -306,6 +355,7 @@ class PrefixIndex:
         for s in self._free_slots:
             assert self._key_of[s] is None and not self._held[s], s
         assert expected == self._masks, "mask/held mismatch"
+        assert self._meta.keys() == self._masks.keys()
         assert all(m != 0 for m in self._masks.values())
         for m in self._masks.values():
             for s in iter_bits(m):

@@ -83,7 +83,9 @@ class KvRouter:
         self._held_seq = 0
         self._ttl_heap: list[tuple[float, int, int, int, tuple[int, ...]]] = []
         self._touched: dict[tuple[int, int, int], float] = {}
-        self._n = {"routed": 0, "queued": 0, "applied": 0, "unknown": 0, "ignored": 0}
+        self._n = {"routed": 0, "queued": 0, "unknown": 0, "ignored": 0}
+        self._num_applied = 0
+        self._expected = self._seq.expected
 
     # --------------------------------------------------------------------------- workers
 
@@ -108,7 +110,7 @@ class KvRouter:
         if dp_size < 1:
             raise ValueError(f"dp_size must be >= 1, got {dp_size}")
         self._dp_size[worker_id] = dp_size
-        self._seq.reset(worker_id)
+        self._seq.register(worker_id, dp_size)
         for r in range(dp_size):
             self._index.slot(worker_id, r)
         self._load.ensure_capacity(self._index.slot_capacity)
@@ -316,14 +318,18 @@ class KvRouter:
         if not self.config.use_kv_events:
             self._n["ignored"] += 1
             return
-        n = self._dp_size.get(event.worker_id)
-        if n is None or not 0 <= event.dp_rank < n:
+        key = (event.worker_id, event.dp_rank)
+        expected = self._expected.get(key)
+        if expected is None:
             self._n["unknown"] += 1
             return
-        if self._seq.accept(event.worker_id, event.dp_rank, event.event_id) is Delivery.DUPLICATE:
+        eid = event.event_id
+        if eid == expected:  # in-order fast path (see EventSequencer.expected)
+            self._expected[key] = eid + 1
+        elif self._seq.accept(key[0], key[1], eid) is Delivery.DUPLICATE:
             return
         self._index.apply(event)
-        self._n["applied"] += 1
+        self._num_applied += 1
 
     def _touch(self, worker_id: int, dp_rank: int, block_hashes: Sequence[int], now_ms: float) -> None:
         hashes = tuple(block_hashes)
@@ -356,7 +362,7 @@ class KvRouter:
             routed=self._n["routed"],
             queued=self._n["queued"],
             rejected=len(self._rejected),
-            events_applied=self._n["applied"],
+            events_applied=self._num_applied,
             events_held=len(self._held),
             event_gaps=self._seq.num_gaps,
             events_missing=self._seq.num_missing,

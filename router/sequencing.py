@@ -50,10 +50,13 @@ class GapReport:
 class EventSequencer:
     """Tracks expected event ids per slot and counts gaps, duplicates and late events."""
 
-    __slots__ = ("_next", "_missing", "_reports", "num_gaps", "num_duplicates", "num_late")
+    __slots__ = ("expected", "_missing", "_reports", "num_gaps", "num_duplicates", "num_late")
 
     def __init__(self) -> None:
-        self._next: dict[SlotKey, int] = {}
+        self.expected: dict[SlotKey, int] = {}
+        """Next expected id per registered slot. Read-only for callers, except the documented
+        fast path: a caller that sees `event_id == expected[key]` may store `event_id + 1`
+        itself instead of calling `accept` (same effect, no call overhead)."""
         self._missing: dict[SlotKey, set[int]] = {}
         self._reports: list[GapReport] = []
         self.num_gaps = 0
@@ -64,13 +67,13 @@ class EventSequencer:
     def accept(self, worker_id: int, dp_rank: int, event_id: int) -> Delivery:
         """Classify one arriving event and update the slot's state."""
         key = (worker_id, dp_rank)
-        expected = self._next.get(key, 0)
+        expected = self.expected.get(key, 0)
         if event_id == expected:
-            self._next[key] = expected + 1
+            self.expected[key] = expected + 1
             return Delivery.IN_ORDER
         if event_id > expected:
             self._missing.setdefault(key, set()).update(range(expected, event_id))
-            self._next[key] = event_id + 1
+            self.expected[key] = event_id + 1
             self.num_gaps += 1
             self._reports.append(GapReport(worker_id, dp_rank, expected, event_id - 1, event_id))
             return Delivery.GAP
@@ -84,10 +87,20 @@ class EventSequencer:
         self.num_duplicates += 1
         return Delivery.DUPLICATE
 
+    def register(self, worker_id: int, dp_size: int) -> None:
+        """Expect ids from 0 for ranks 0..dp_size-1 of a worker (forgetting any old state)."""
+        self.reset(worker_id)
+        for r in range(dp_size):
+            self.expected[(worker_id, r)] = 0
+
+    def is_registered(self, worker_id: int, dp_rank: int) -> bool:
+        """Whether the slot was registered (events of other slots are not sequenced)."""
+        return (worker_id, dp_rank) in self.expected
+
     def reset(self, worker_id: int) -> None:
         """Forget every rank of a worker (removed, or restarted with ids from 0)."""
-        for key in [k for k in self._next if k[0] == worker_id]:
-            del self._next[key]
+        for key in [k for k in self.expected if k[0] == worker_id]:
+            del self.expected[key]
             self._missing.pop(key, None)
 
     def missing(self, worker_id: int, dp_rank: int) -> list[int]:
