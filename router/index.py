@@ -152,14 +152,7 @@ class PrefixIndex:
     def apply(self, event: KvEvent) -> None:
         """Apply one KV event (see the module docstring for the semantics)."""
         data = event.data
-        kind = type(data)
-        if kind is KvStored:
-            assert isinstance(data, KvStored)
-            self.apply_stored(event.worker_id, event.dp_rank, data.parent_hash, data.block_hashes, data.token_hashes)
-        elif kind is KvRemoved:
-            assert isinstance(data, KvRemoved)
-            self.apply_removed(event.worker_id, event.dp_rank, data.block_hashes)
-        elif isinstance(data, KvStored):
+        if isinstance(data, KvStored):
             self.apply_stored(event.worker_id, event.dp_rank, data.parent_hash, data.block_hashes, data.token_hashes)
         elif isinstance(data, KvRemoved):
             self.apply_removed(event.worker_id, event.dp_rank, data.block_hashes)
@@ -194,9 +187,9 @@ class PrefixIndex:
         for h, th in zip(block_hashes, token_hashes):
             m = get(h)
             if m is None:
-                masks[h] = bit
+                masks[h] = bit  # shared preallocated int: no allocation for a first holder
                 meta[h] = (prev, th)
-            else:
+            elif m != bit:
                 masks[h] = m | bit
             prev = h
         held.update(block_hashes)
@@ -219,11 +212,16 @@ class PrefixIndex:
             self.num_ignored_removed += ignored
             return ignored
         inv = self._inv_of[s]
+        bit = self._bit_of[s]
         masks = self._masks
         get = masks.get
         for h in block_hashes:
             m = get(h)
             if m is None:
+                continue
+            if m == bit:  # sole holder (the common case): no big-int arithmetic
+                del masks[h]
+                del self._meta[h]
                 continue
             m &= inv
             if m:
