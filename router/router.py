@@ -1,0 +1,381 @@
+"""`KvRouter`: the router facade a host drives on a virtual clock.
+
+One object serves every router mode (kv, round_robin, random, least_loaded), so a
+replay can swap policies by config alone. It is deterministic: same config, seed and
+call sequence give the same decisions. The host calls, with its simulated `now_ms`:
+
+    router = KvRouter(KvRouterConfig.from_json(text), block_size=64, seed=7)
+    router.add_worker(worker_id, dp_size)           # before routing to it
+    d = router.route(rid, block_hashes, isl_tokens, now_ms)   # RouteDecision, or None
+    router.apply_event(kv_event, now_ms)            # every KV event the engines publish
+    router.on_first_token(rid, now_ms); router.on_complete(rid, now_ms)
+    for d in router.drain(now_ms): ...              # after load drops, when queueing is on
+    t = router.next_due_ms()                        # wake-up for held (lagged) events / TTLs
+
+`route` returns None when the request was queued (`router_queue_threshold` set and
+every worker busy, or no worker registered) or rejected (queue full, see
+`take_rejected`). Queued requests are released by `drain`, which the host calls
+after `on_first_token`, `on_complete` and `add_worker`.
+
+Event lag: with `kv_event_lag_ms = L`, an event with time `t_ms` reaches the index at
+`t_ms + L`; `apply_event` holds it until then. `route`, `drain` and `advance` first
+release every held event due at `now_ms` (in due order, ties in arrival order).
+Completion and first-token signals are never delayed. Events are sequenced per
+(worker, dp_rank) on release (`router.sequencing`); events of unregistered workers
+are counted and dropped.
+
+Approximate mode (`use_kv_events=False`): KV events are ignored; instead the blocks of
+each routed request are indexed on the chosen slot and expire `router_ttl_secs` after
+their last routing there.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from actors.engine.events import KvEvent, LoadMetrics
+from router.config import KvRouterConfig
+from router.decisions import RouteDecision, RouterStats
+from router.index import PrefixIndex
+from router.load import LoadTracker
+from router.policies import CostWeights, RouterQueue, kv_costs, pick, pick_min
+from router.sequencing import Delivery, EventSequencer, GapReport
+
+
+@dataclass(slots=True)
+class _Pending:
+    block_hashes: Sequence[int]
+    isl_tokens: int
+    arrival_ms: float
+
+
+class KvRouter:
+    """Routes requests to (worker, dp_rank) slots; see the module docstring for the protocol."""
+
+    def __init__(self, config: KvRouterConfig, block_size: int, seed: int) -> None:
+        self.config = config
+        self.block_size = block_size
+        self._rng = np.random.default_rng(seed)
+        self._index = PrefixIndex()
+        self._load = LoadTracker(block_size, config.router_assume_kv_reuse)
+        self._seq = EventSequencer()
+        self._weights = CostWeights(
+            config.overlap_score_credit,
+            config.overlap_score_credit_decay,
+            config.prefill_load_scale,
+            config.decode_active_request_weight,
+            config.router_track_prefill_tokens,
+            config.router_track_active_blocks,
+        )
+        self._lag = config.event_lag_ms
+        self._dp_size: dict[int, int] = {}
+        self._live = np.zeros(0, dtype=np.int64)
+        self._live_keys: list[tuple[int, int]] = []
+        self._rr_next = 0
+        self._queue = RouterQueue(config.router_queue_policy)
+        self._pending: dict[int, _Pending] = {}
+        self._rejected: list[int] = []
+        self._held: list[tuple[float, int, KvEvent]] = []
+        self._held_seq = 0
+        self._ttl_heap: list[tuple[float, int, int, int, tuple[int, ...]]] = []
+        self._touched: dict[tuple[int, int, int], float] = {}
+        self._n = {"routed": 0, "queued": 0, "unknown": 0, "ignored": 0}
+        self._num_applied = 0
+        self._expected = self._seq.expected
+
+    # --------------------------------------------------------------------------- workers
+
+    @property
+    def index(self) -> PrefixIndex:
+        """The prefix index (read-only use)."""
+        return self._index
+
+    @property
+    def load(self) -> LoadTracker:
+        """The load tracker (read-only use)."""
+        return self._load
+
+    def workers(self) -> list[tuple[int, int]]:
+        """Registered (worker_id, dp_rank) slots, sorted."""
+        return list(self._live_keys)
+
+    def add_worker(self, worker_id: int, dp_size: int = 1) -> None:
+        """Register a worker's ranks 0..dp_size-1 as routing candidates (ids restart at 0)."""
+        if worker_id in self._dp_size:
+            raise ValueError(f"worker {worker_id} is already registered")
+        if dp_size < 1:
+            raise ValueError(f"dp_size must be >= 1, got {dp_size}")
+        self._dp_size[worker_id] = dp_size
+        self._seq.register(worker_id, dp_size)
+        for r in range(dp_size):
+            self._index.slot(worker_id, r)
+        self._load.ensure_capacity(self._index.slot_capacity)
+        self._refresh_live()
+
+    def remove_worker(self, worker_id: int) -> list[int]:
+        """Forget a worker: its index entries, its load, its sequence state.
+
+        Returns the ids of the requests the router had charged to it, ascending (the host
+        decides what happens to them; the router no longer tracks them).
+        """
+        if self._dp_size.pop(worker_id, None) is None:
+            return []
+        dropped: list[int] = []
+        for r in sorted(k[1] for k in self._index.slots() if k[0] == worker_id):
+            s = self._index.peek_slot(worker_id, r)
+            assert s is not None
+            dropped.extend(self._load.drop_slot(s))
+        self._index.remove_worker(worker_id)
+        self._seq.reset(worker_id)
+        if self._touched:
+            for key in [k for k in self._touched if k[0] == worker_id]:
+                del self._touched[key]
+        self._refresh_live()
+        return sorted(dropped)
+
+    def _refresh_live(self) -> None:
+        keys = sorted((w, r) for w, n in self._dp_size.items() for r in range(n))
+        self._live_keys = keys
+        slots = [self._index.peek_slot(w, r) for w, r in keys]
+        self._live = np.asarray(slots, dtype=np.int64)
+
+    # --------------------------------------------------------------------------- routing
+
+    def route(
+        self,
+        request_id: int,
+        block_hashes: Sequence[int],
+        isl_tokens: int,
+        now_ms: float,
+        priority_jump: float = 0.0,
+    ) -> RouteDecision | None:
+        """Choose a slot for a request, or queue/reject it (None).
+
+        Args:
+            request_id: unique per run.
+            block_hashes: the prompt's full-block sequence hashes (engine block size).
+            isl_tokens: prompt length in tokens.
+            now_ms: the arrival time.
+            priority_jump: queue priority boost (reference `priority_jump`).
+        """
+        self.advance(now_ms)
+        if request_id in self._pending or self._load.slot_of(request_id) is not None:
+            raise ValueError(f"request {request_id} is already routed or queued")
+        if self._queue or not len(self._live) or self._all_busy():
+            cap = self.config.router_queue_max_size
+            if cap is not None and len(self._queue) >= cap:
+                self._rejected.append(request_id)
+                return None
+            cached = self._best_overlap(block_hashes) * self.block_size
+            self._queue.push(request_id, now_ms, isl_tokens, min(cached, isl_tokens), priority_jump)
+            self._pending[request_id] = _Pending(block_hashes, isl_tokens, now_ms)
+            self._n["queued"] += 1
+            return None
+        return self._dispatch(request_id, block_hashes, isl_tokens, now_ms, now_ms, False)
+
+    def drain(self, now_ms: float) -> list[RouteDecision]:
+        """Release queued requests, in queue-policy order, while some worker is not busy."""
+        self.advance(now_ms)
+        out: list[RouteDecision] = []
+        while self._queue and len(self._live) and not self._all_busy():
+            rid = self._queue.pop()
+            p = self._pending.pop(rid)
+            out.append(self._dispatch(rid, p.block_hashes, p.isl_tokens, p.arrival_ms, now_ms, True))
+        return out
+
+    def cancel(self, request_id: int) -> bool:
+        """Drop a queued request, or release a routed one. False if unknown."""
+        if self._pending.pop(request_id, None) is not None:
+            return self._queue.remove(request_id)
+        return self._load.complete(request_id)
+
+    def take_rejected(self) -> list[int]:
+        """Drain the ids rejected because the router queue was full."""
+        out, self._rejected = self._rejected, []
+        return out
+
+    @property
+    def num_queued(self) -> int:
+        return len(self._queue)
+
+    def _all_busy(self) -> bool:
+        thr = self.config.router_queue_threshold
+        if thr is None:
+            return False
+        limit = thr * self.config.max_num_batched_tokens
+        return bool((self._load.prefill_tokens[self._live] > limit).all())
+
+    def _best_overlap(self, block_hashes: Sequence[int]) -> int:
+        _, depths = self._index.match_depths(block_hashes)
+        return int(depths.max()) if len(depths) else 0
+
+    def _dispatch(
+        self,
+        request_id: int,
+        block_hashes: Sequence[int],
+        isl_tokens: int,
+        arrival_ms: float,
+        now_ms: float,
+        queued: bool,
+    ) -> RouteDecision:
+        live = self._live
+        load = self._load
+        ov_all = np.zeros(self._index.slot_capacity, dtype=np.int64)
+        s, d = self._index.match_depths(block_hashes)
+        ov_all[s] = d
+        overlap = ov_all[live]
+        mode = self.config.router_mode
+        cost = float("nan")
+        if mode == "kv":
+            sh_all = np.zeros(self._index.slot_capacity, dtype=np.int64)
+            s2, d2 = load.shared_depths(block_hashes)
+            sh_all[s2] = d2
+            costs = kv_costs(
+                self._weights,
+                self.block_size,
+                isl_tokens,
+                overlap,
+                load.prefill_tokens[live],
+                load.decode_blocks(live, self.config.load_metrics_weight),
+                sh_all[live],
+                load.active_requests[live],
+            )
+            i = pick(costs, self.config.router_temperature, self._rng)
+            cost = float(costs[i])
+        elif mode == "round_robin":
+            i = self._rr_next % len(live)
+            self._rr_next = i + 1
+        elif mode == "random":
+            i = int(self._rng.integers(len(live)))
+        else:  # least_loaded: fewest active requests, then fewest active prefill tokens
+            key = load.active_requests[live].astype(np.float64) * 1e12 + load.prefill_tokens[live]
+            i = pick_min(key, self._rng)
+        slot = int(live[i])
+        worker_id, dp_rank = self._live_keys[i]
+        ov = int(overlap[i])
+        load.add(request_id, slot, block_hashes, isl_tokens, min(ov * self.block_size, isl_tokens))
+        if not self.config.use_kv_events:
+            self._touch(worker_id, dp_rank, block_hashes, now_ms)
+        self._n["routed"] += 1
+        best = int(overlap.max()) if len(overlap) else 0
+        return RouteDecision(
+            request_id, worker_id, dp_rank, ov, best, self.block_size, cost, arrival_ms, now_ms, queued
+        )
+
+    # ------------------------------------------------------------------------ load signals
+
+    def on_first_token(self, request_id: int, now_ms: float) -> None:
+        """The request's first token came back: release its predicted prefill load."""
+        self._load.release_prefill(request_id)
+
+    def on_complete(self, request_id: int, now_ms: float) -> None:
+        """The request finished (or failed): release its predicted blocks."""
+        self._load.complete(request_id)
+
+    def on_load_metrics(self, metrics: LoadMetrics) -> None:
+        """Record a rank's reported active blocks (used when load_metrics_weight > 0)."""
+        if metrics.worker_id not in self._dp_size:
+            return
+        s = self._index.peek_slot(metrics.worker_id, metrics.dp_rank)
+        if s is not None:
+            self._load.on_reported_blocks(s, metrics.active_blocks)
+
+    # ---------------------------------------------------------------------------- events
+
+    def apply_event(self, event: KvEvent, now_ms: float) -> None:
+        """Deliver a KV event; held until `event.t_ms + kv_event_lag_ms` when a lag is set."""
+        if self._lag <= 0.0:
+            self.advance(now_ms)
+            self._deliver(event)
+            return
+        heapq.heappush(self._held, (event.t_ms + self._lag, self._held_seq, event))
+        self._held_seq += 1
+        self.advance(now_ms)
+
+    def advance(self, now_ms: float) -> None:
+        """Release every held event due at `now_ms`, and expire approximate-mode blocks."""
+        held = self._held
+        while held and held[0][0] <= now_ms:
+            self._deliver(heapq.heappop(held)[2])
+        ttl = self._ttl_heap
+        while ttl and ttl[0][0] <= now_ms:
+            self._expire(heapq.heappop(ttl), now_ms)
+
+    def next_due_ms(self) -> float | None:
+        """When the next held event (or approximate-mode expiry) becomes due; None if none."""
+        due = [h[0][0] for h in (self._held, self._ttl_heap) if h]
+        return min(due) if due else None
+
+    def take_gap_reports(self) -> list[GapReport]:
+        """Drain the sequence gaps detected since the last call."""
+        return self._seq.take_gap_reports()
+
+    def _deliver(self, event: KvEvent) -> None:
+        if not self.config.use_kv_events:
+            self._n["ignored"] += 1
+            return
+        key = (event.worker_id, event.dp_rank)
+        expected = self._expected.get(key)
+        if expected is None:
+            self._n["unknown"] += 1
+            return
+        eid = event.event_id
+        if eid == expected:  # in-order fast path (see EventSequencer.expected)
+            self._expected[key] = eid + 1
+        elif self._seq.accept(key[0], key[1], eid) is Delivery.DUPLICATE:
+            return
+        self._index.apply(event)
+        self._num_applied += 1
+
+    def _touch(self, worker_id: int, dp_rank: int, block_hashes: Sequence[int], now_ms: float) -> None:
+        hashes = tuple(block_hashes)
+        if not hashes:
+            return
+        self._index.apply_stored(worker_id, dp_rank, None, hashes)
+        for h in hashes:
+            self._touched[(worker_id, dp_rank, h)] = now_ms
+        expire = now_ms + self.config.router_ttl_secs * 1000.0
+        heapq.heappush(self._ttl_heap, (expire, self._held_seq, worker_id, dp_rank, hashes))
+        self._held_seq += 1
+
+    def _expire(self, entry: tuple[float, int, int, int, tuple[int, ...]], now_ms: float) -> None:
+        _, _, w, r, hashes = entry
+        ttl_ms = self.config.router_ttl_secs * 1000.0
+        gone = []
+        for h in hashes:
+            t = self._touched.get((w, r, h))
+            if t is not None and t + ttl_ms <= now_ms:
+                del self._touched[(w, r, h)]
+                gone.append(h)
+        if gone and w in self._dp_size:
+            self._index.apply_removed(w, r, gone)
+
+    # ----------------------------------------------------------------------------- stats
+
+    def stats(self) -> RouterStats:
+        """A snapshot of the router's counters."""
+        return RouterStats(
+            routed=self._n["routed"],
+            queued=self._n["queued"],
+            rejected=len(self._rejected),
+            events_applied=self._num_applied,
+            events_held=len(self._held),
+            event_gaps=self._seq.num_gaps,
+            events_missing=self._seq.num_missing,
+            events_late=self._seq.num_late,
+            events_duplicate=self._seq.num_duplicates,
+            events_unknown_worker=self._n["unknown"],
+            events_ignored=self._n["ignored"],
+            stored_skipped_unknown_parent=self._index.num_skipped_stored,
+            removed_ignored_unknown_block=self._index.num_ignored_removed,
+        )
+
+    def check_invariants(self) -> None:
+        """Index, load and queue consistency (for tests and debug runs)."""
+        self._index.check_invariants()
+        self._load.check_invariants()
+        assert len(self._queue) == len(self._pending)
