@@ -23,6 +23,8 @@ from actors.engine.records import RequestRecord
 from cluster.report import build_summary, format_table, write_per_request_jsonl, write_report_json
 from cluster.simulation import ReplaySimulation, SimulationResult
 from cluster.workload import SyntheticSpec, Workload, WorkloadError, load_mooncake, synthesize
+from router.config import KvRouterConfig
+from router.router import KvRouter
 
 SAMPLE_TRACE = "mooncake_sample.jsonl"
 
@@ -134,18 +136,24 @@ def run_replay(args: argparse.Namespace) -> dict[str, Any]:
     engine = parse_engine_args(args.extra_engine_args)
     if engine.worker_type != "aggregated":
         raise ReplayError("aggregated replay needs worker_type 'aggregated' (disaggregated replay is not built yet)")
-    router = None
-    if args.router_mode == "kv_router":
-        raise ReplayError("--router-mode kv_router is not available yet; use round_robin")
+    kv_router = None
     if args.router_config is not None and args.router_mode != "kv_router":
         raise ReplayError("--router-config applies to --router-mode kv_router only")
+    if args.router_mode == "kv_router":
+        try:
+            router_config = KvRouterConfig.from_json(args.router_config or "{}")
+        except ValueError as exc:
+            raise ReplayError(str(exc)) from None
+        if router_config.router_queue_threshold is not None:
+            raise ReplayError("router_queue_threshold: router queueing is not wired into replay yet")
+        kv_router = KvRouter(router_config, block_size=engine.block_size_tokens, seed=args.seed)
     workload, description = load_workload(args, engine)
     check_fits(workload, engine)
 
     progress = None if args.no_progress else _progress_bar(workload.num_requests)
     started = time.perf_counter()
     sim = ReplaySimulation(
-        workload, engine, args.num_workers, concurrency=args.replay_concurrency, router=router,
+        workload, engine, args.num_workers, concurrency=args.replay_concurrency, kv_router=kv_router,
         macro_step=not args.no_macro_step, on_request_done=progress.update_one if progress else None,
     )
     result = sim.run()

@@ -25,7 +25,9 @@ from actors.engine.timing import TimingModel
 from actors.engine.vllm import VllmRank
 from actors.engine.worker import EngineWorker
 from cluster.clock import EventLoop, Priority
+from cluster.kv_routing import KvRouting
 from cluster.workload import Workload
+from router.router import KvRouter
 
 
 class Router(Protocol):
@@ -97,6 +99,7 @@ class ReplaySimulation:
         macro_step: bool = True,
         on_request_done: Callable[[RequestRecord], None] | None = None,
         collect_kv_events: bool = False,
+        kv_router: "KvRouter | None" = None,
     ) -> None:
         if num_workers < 1:
             raise ValueError("num_workers must be at least 1")
@@ -111,7 +114,8 @@ class ReplaySimulation:
         if timings is not None and len(timings) != num_workers:
             raise ValueError(f"timings has {len(timings)} models for {num_workers} workers")
         per_worker = list(timings) if timings is not None else [timing] * num_workers
-        self.workers = [EngineWorker(w, engine, self.gaps, per_worker[w], macro_step, emit_events=collect_kv_events)
+        emit = collect_kv_events or kv_router is not None
+        self.workers = [EngineWorker(w, engine, self.gaps, per_worker[w], macro_step, emit_events=emit)
                         for w in range(num_workers)]
         # Time-sliced vGPUs sharing a card: worker -> its group of (worker, core limit).
         self._group_of: dict[int, Sequence[tuple[int, float]]] = {}
@@ -123,7 +127,13 @@ class ReplaySimulation:
                 self._group_of[w] = group
         self._busy = [False] * num_workers
         self.ranks: list[VllmRank] = [r for w in self.workers for r in w.ranks]
-        self.router: Router = router if router is not None else RoundRobinRouter(len(self.ranks))
+        if kv_router is not None and router is not None:
+            raise ValueError("give either router or kv_router")
+        self.router: Router
+        if kv_router is not None:
+            self.router = KvRouting(kv_router, self.ranks)
+        else:
+            self.router = router if router is not None else RoundRobinRouter(len(self.ranks))
         self.concurrency = concurrency
         self.records: list[RequestRecord] = []
         self._on_done = on_request_done
@@ -183,8 +193,7 @@ class ReplaySimulation:
     def _terminal(self, now: float, req: EngineRequest) -> None:
         """A request ended (completed or rejected): release its slot, queue the session's next turn."""
         self._in_flight -= 1
-        if req.record.terminal_status is TerminalStatus.COMPLETED:
-            self.router.on_complete(req, now)
+        self.router.on_complete(req, now)
         if self._on_done is not None:
             self._on_done(req.record)
         session_idx, turn_idx = self._session_of.pop(req.record.request_id)

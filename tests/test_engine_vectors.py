@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.engine.hashing import PromptHasher, chain_hash, local_hash
+from actors.engine.hashing import PromptHasher, chain_hash, local_hash, trace_token_id
 from actors.engine.timing import InterpolatedTiming, PolynomialTiming, batched_new_tokens
 from tests.engine_helpers import replay, unique_ids
 
@@ -112,7 +112,7 @@ def test_prompt_hasher_matches_direct_token_hashing() -> None:
     hasher = PromptHasher(64, 512)
     ids = (3, 99, 12345678901)
     seqs, locals_ = hasher.hash_prompt(ids, 1500)
-    tokens = np.repeat(np.array([i & 0xFFFFFFFF for i in ids], dtype=np.uint32), 512)[:1500]
+    tokens = np.repeat(np.array([trace_token_id(i) for i in ids], dtype=np.uint32), 512)[:1500]
     parent = None
     for i in range(1500 // 64):
         local = local_hash(tokens[i * 64:(i + 1) * 64])
@@ -169,6 +169,13 @@ def test_token_synthesis_matches_the_per_token_definition() -> None:
                             requested_output_length=500, arrival_ms=0.0)
         req = EngineRequest(rec, (3, 2**40 + 7), 512, hasher)
         for a, b in [(0, 64), (640, 704), (690, 760), (700, 900), (512, 700)]:
-            expected = [(req.hash_ids[p // 512] & 0xFFFFFFFF) if p < 700 else generated_token_id(salt, p - 700)
+            expected = [trace_token_id(req.hash_ids[p // 512]) if p < 700 else generated_token_id(salt, p - 700)
                         for p in range(a, b)]
             assert list(req._tokens(a, b)) == expected, (salt, a, b)
+
+
+def test_trace_token_ids_truncate_small_ids_and_keep_synthetic_groups_apart() -> None:
+    assert trace_token_id(7) == 7 and trace_token_id(0xFFFFFFFF) == 0xFFFFFFFF
+    group_a = (0xD00D << 48) | (1 << 32) | 5
+    group_b = (0xD00D << 48) | (2 << 32) | 5
+    assert trace_token_id(group_a) != trace_token_id(group_b)

@@ -30,6 +30,16 @@ _PAIR = struct.Struct("<QQ")
 _xxh3 = xxhash.xxh3_64_intdigest
 
 
+def trace_token_id(hash_id: int) -> int:
+    """The token id a trace hash id stands for: u32(h) for ids below 2^32 (the reference rule).
+
+    NOTE: larger ids (the synthetic generator's `0xD00D<<48 | group<<32 | block`)
+    are folded, high word XOR low word, instead of truncated: truncation would give
+    every prefix group the same tokens and so the same cached blocks.
+    """
+    return (hash_id ^ (hash_id >> 32)) & _U32
+
+
 def local_hash(tokens: npt.NDArray[np.uint32] | list[int]) -> int:
     """Content hash of one full block of tokens."""
     data = np.asarray(tokens, dtype="<u4").tobytes()
@@ -88,8 +98,8 @@ class PromptHasher:
         return h
 
     def prompt_tokens(self, hash_ids: tuple[int, ...], input_length: int) -> npt.NDArray[np.uint32]:
-        ids = np.asarray(hash_ids, dtype=np.uint64) & np.uint64(_U32)
-        return np.repeat(ids.astype(np.uint32), self.trace_block_size)[:input_length]
+        ids = np.array([trace_token_id(h) for h in hash_ids], dtype=np.uint32)
+        return np.repeat(ids, self.trace_block_size)[:input_length]
 
     def hash_prompt(self, hash_ids: tuple[int, ...], input_length: int) -> tuple[list[int], list[int]]:
         """(sequence hashes, local hashes) of the prompt's full engine blocks."""
@@ -106,7 +116,7 @@ class PromptHasher:
                 break
             entry = node.get(hid)
             if entry is None:
-                local = self._uniform(hid & _U32)
+                local = self._uniform(trace_token_id(hid))
                 chain = []
                 for _ in range(per):
                     parent = chain_hash(parent, local)

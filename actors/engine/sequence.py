@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from actors.engine.blocks import BlockPool
 from actors.engine.events import KvStored
-from actors.engine.hashing import PromptHasher, chain_hash, generated_token_ids, local_hash
+from actors.engine.hashing import PromptHasher, chain_hash, generated_token_ids, local_hash, trace_token_id
 from actors.engine.records import RequestRecord
 
 
@@ -65,8 +65,9 @@ class EngineRequest:
         parts = []
         if split > start:
             tbs = self.trace_block_size
-            ids = np.asarray(self.hash_ids[start // tbs:(split - 1) // tbs + 1], dtype=np.uint64)
-            tokens = np.repeat((ids & np.uint64(0xFFFFFFFF)).astype(np.uint32), tbs)
+            ids = np.array([trace_token_id(h) for h in self.hash_ids[start // tbs:(split - 1) // tbs + 1]],
+                           dtype=np.uint32)
+            tokens = np.repeat(ids, tbs)
             offset = start - (start // tbs) * tbs
             parts.append(tokens[offset:offset + split - start])
         if end > split:
