@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from actors.engine.config import ConfigError, EngineConfig, describe_validation_error, parse_engine_args
-from actors.engine.records import RequestRecord
+from actors.engine.records import RequestRecord, TerminalStatus
 from cluster.report import build_summary, format_table, write_per_request_jsonl, write_report_json
 from cluster.simulation import ReplaySimulation, SimulationResult
 from cluster.workload import SyntheticSpec, Workload, WorkloadError, load_mooncake, synthesize
@@ -125,8 +126,8 @@ def check_fits(workload: Workload, engine: EngineConfig) -> None:
                     f"{engine.num_gpu_blocks}")
 
 
-def run_replay(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the replay the parsed flags describe; returns the report dict."""
+def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRecord], float]:
+    """Run the replay the parsed flags describe: (report dict, per-request records, wall ms)."""
     if args.replay_mode != "offline":
         raise ReplayError("--replay-mode online is not supported; clustersim replays offline on a virtual clock")
     if args.num_workers < 1:
@@ -150,7 +151,7 @@ def run_replay(args: argparse.Namespace) -> dict[str, Any]:
     workload, description = load_workload(args, engine)
     check_fits(workload, engine)
 
-    progress = None if args.no_progress else _progress_bar(workload.num_requests)
+    progress = None if args.no_progress else _Progress(workload.num_requests)
     started = time.perf_counter()
     sim = ReplaySimulation(
         workload, engine, args.num_workers, concurrency=args.replay_concurrency, kv_router=kv_router,
@@ -160,7 +161,7 @@ def run_replay(args: argparse.Namespace) -> dict[str, Any]:
     wall_ms = (time.perf_counter() - started) * 1000.0
     if progress is not None:
         progress.close()
-    return assemble_report(args, engine, result, description, wall_ms)
+    return assemble_report(args, engine, result, description, wall_ms), result.records, wall_ms
 
 
 def assemble_report(args: argparse.Namespace, engine: EngineConfig, result: SimulationResult,
@@ -171,11 +172,10 @@ def assemble_report(args: argparse.Namespace, engine: EngineConfig, result: Simu
         wall_time_ms=wall_ms if args.record_wall_time else None,
         sla_ttft_ms=args.sla_ttft_ms, sla_tpot_ms=args.sla_tpot_ms, sla_e2e_ms=args.sla_e2e_ms,
     )
+    completed = Counter(r.worker_id for r in result.records if r.terminal_status is TerminalStatus.COMPLETED)
     workers = [
         {"worker_id": w.worker_id, "num_passes": w.num_passes, "preemptions_total": w.preemptions_total,
-         "committed_prefill_tokens": w.committed_prefill_tokens,
-         "completed_requests": sum(1 for r in result.records if r.worker_id == w.worker_id
-                                   and r.terminal_status.value == "completed")}
+         "committed_prefill_tokens": w.committed_prefill_tokens, "completed_requests": completed[w.worker_id]}
         for w in result.workers
     ]
     return {
@@ -186,8 +186,6 @@ def assemble_report(args: argparse.Namespace, engine: EngineConfig, result: Simu
             "trace_block_size": args.trace_block_size, "engine": engine.model_dump(mode="json"),
         },
         "workers": workers,
-        "_wall_time_ms": wall_ms,
-        "_records": result.records,
     }
 
 
@@ -206,10 +204,6 @@ class _Progress:
         self._bar.close()
 
 
-def _progress_bar(total: int) -> _Progress:
-    return _Progress(total)
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "clustersim replay") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Replay a trace or a synthetic workload offline.")
     add_arguments(parser)
@@ -219,12 +213,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "clustersim replay") -> 
 
 def run_from_args(args: argparse.Namespace, prog: str = "clustersim replay") -> int:
     try:
-        report = run_replay(args)
+        report, records, wall_ms = run_replay(args)
     except (ReplayError, ConfigError, WorkloadError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    wall_ms = report.pop("_wall_time_ms")
-    records: list[RequestRecord] = report.pop("_records")
     summary = dict(report["summary"])
     summary["wall_time_ms"] = wall_ms
     print(format_table(summary))

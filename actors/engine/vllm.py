@@ -74,7 +74,6 @@ class VllmRank:
         self.rejected: list[EngineRequest] = []
         p_ratio = config.speedup_ratio
         d_ratio = config.speedup_ratio * config.decode_speedup_ratio
-        self._prefill_scale = 0.0 if p_ratio == 0 else 1.0 / p_ratio
         self._p_ratio, self._d_ratio = p_ratio, d_ratio
         self._has_prefill_time = config.worker_type != "decode"
         self._has_decode_time = config.worker_type != "prefill"
