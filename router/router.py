@@ -7,7 +7,9 @@ call sequence give the same decisions. The host calls, with its simulated `now_m
     router = KvRouter(KvRouterConfig.from_json(text), block_size=64, seed=7)
     router.add_worker(worker_id, dp_size)           # before routing to it
     d = router.route(rid, block_hashes, isl_tokens, now_ms)   # RouteDecision, or None
-    router.apply_event(kv_event, now_ms)            # every KV event the engines publish
+    router.apply_events(kv_events, now_ms)          # every KV event batch the engines publish
+    router.apply_event(kv_event, now_ms)            # (or one event at a time: the same)
+    router.resync_slot(w, r, block_hashes, next_event_id, now_ms)  # snapshot after a lost batch
     router.on_first_token(rid, now_ms); router.on_complete(rid, now_ms)
     for d in router.drain(now_ms): ...              # after load drops, when queueing is on
     t = router.next_due_ms()                        # wake-up for held (lagged) events / TTLs
@@ -18,11 +20,13 @@ every worker busy, or no worker registered) or rejected (queue full, see
 after `on_first_token`, `on_complete` and `add_worker`.
 
 Event lag: with `kv_event_lag_ms = L`, an event with time `t_ms` reaches the index at
-`t_ms + L`; `apply_event` holds it until then. `route`, `drain` and `advance` first
-release every held event due at `now_ms` (in due order, ties in arrival order).
-Completion and first-token signals are never delayed. Events are sequenced per
-(worker, dp_rank) on release (`router.sequencing`); events of unregistered workers
-are counted and dropped.
+`t_ms + L`; `apply_event` holds it until then. `apply_event`, `route`, `drain` and
+`advance` first release every held event due at `now_ms` (in due order, ties in
+arrival order). Completion and first-token signals are never delayed. Events are
+sequenced per (worker, dp_rank) on release (`router.sequencing.EventFeed`); events of
+unregistered workers are counted and dropped. `apply_events(batch, now_ms)` is exactly
+`apply_event(e, now_ms)` for each event of the batch, in order, in one pass.
+`resync_slot` installs a publisher's snapshot of one slot (see its docstring).
 
 Approximate mode (`use_kv_events=False`): KV events are ignored; instead the blocks of
 each routed request are indexed on the chosen slot and expire `router_ttl_secs` after
@@ -43,7 +47,7 @@ from router.decisions import RouteDecision, RouterStats
 from router.index import PrefixIndex
 from router.load import LoadTracker
 from router.policies import CostWeights, RouterQueue, kv_costs, pick, pick_min
-from router.sequencing import Delivery, EventSequencer, GapReport
+from router.sequencing import EventFeed, GapReport
 
 
 @dataclass(slots=True)
@@ -62,7 +66,6 @@ class KvRouter:
         self._rng = np.random.default_rng(seed)
         self._index = PrefixIndex()
         self._load = LoadTracker(block_size, config.router_assume_kv_reuse)
-        self._seq = EventSequencer()
         self._weights = CostWeights(
             config.overlap_score_credit,
             config.overlap_score_credit_decay,
@@ -71,7 +74,7 @@ class KvRouter:
             config.router_track_prefill_tokens,
             config.router_track_active_blocks,
         )
-        self._lag = config.event_lag_ms
+        self._feed = EventFeed(self._index, config.event_lag_ms, config.use_kv_events)
         self._dp_size: dict[int, int] = {}
         self._live = np.zeros(0, dtype=np.int64)
         self._live_keys: list[tuple[int, int]] = []
@@ -79,13 +82,10 @@ class KvRouter:
         self._queue = RouterQueue(config.router_queue_policy)
         self._pending: dict[int, _Pending] = {}
         self._rejected: list[int] = []
-        self._held: list[tuple[float, int, KvEvent]] = []
-        self._held_seq = 0
         self._ttl_heap: list[tuple[float, int, int, int, tuple[int, ...]]] = []
+        self._ttl_seq = 0
         self._touched: dict[tuple[int, int, int], float] = {}
-        self._n = {"routed": 0, "queued": 0, "unknown": 0, "ignored": 0}
-        self._num_applied = 0
-        self._expected = self._seq.expected
+        self._n = {"routed": 0, "queued": 0}
 
     # --------------------------------------------------------------------------- workers
 
@@ -110,7 +110,7 @@ class KvRouter:
         if dp_size < 1:
             raise ValueError(f"dp_size must be >= 1, got {dp_size}")
         self._dp_size[worker_id] = dp_size
-        self._seq.register(worker_id, dp_size)
+        self._feed.sequencer.register(worker_id, dp_size)
         for r in range(dp_size):
             self._index.slot(worker_id, r)
         self._load.ensure_capacity(self._index.slot_capacity)
@@ -130,7 +130,7 @@ class KvRouter:
             assert s is not None
             dropped.extend(self._load.drop_slot(s))
         self._index.remove_worker(worker_id)
-        self._seq.reset(worker_id)
+        self._feed.sequencer.reset(worker_id)
         if self._touched:
             for key in [k for k in self._touched if k[0] == worker_id]:
                 del self._touched[key]
@@ -288,48 +288,65 @@ class KvRouter:
 
     def apply_event(self, event: KvEvent, now_ms: float) -> None:
         """Deliver a KV event; held until `event.t_ms + kv_event_lag_ms` when a lag is set."""
-        if self._lag <= 0.0:
-            self.advance(now_ms)
-            self._deliver(event)
-            return
-        heapq.heappush(self._held, (event.t_ms + self._lag, self._held_seq, event))
-        self._held_seq += 1
+        self._feed.push(event, now_ms)
+        if self._ttl_heap:  # (approximate mode only, where events do not reach the index)
+            self._expire_due(now_ms)
+
+    def apply_events(self, events: Sequence[KvEvent], now_ms: float) -> None:
+        """Deliver a batch of KV events: exactly `apply_event(e, now_ms)` for each, in order.
+
+        Same sequencing, lag holding, duplicate dropping and counting, in one pass; an
+        empty batch does nothing.
+        """
+        if events:
+            self._feed.push_many(events, now_ms)
+            if self._ttl_heap:
+                self._expire_due(now_ms)
+
+    def resync_slot(
+        self, worker_id: int, dp_rank: int, block_hashes: Sequence[int], next_event_id: int, now_ms: float
+    ) -> None:
+        """Replace what the router knows of one slot by a publisher snapshot (full resync).
+
+        The event plane calls this when a lost batch can no longer be replayed: the
+        publisher sent the rank's complete set of cached block hashes, as of just before
+        its event `next_event_id`. After `advance(now_ms)`, the slot holds exactly
+        `block_hashes`, stored as roots (parent None, token hash 0: matching is by sequence
+        hash, so parents are not needed); the slot's missing ids are forgotten and
+        `next_event_id` is expected next. Events of the slot with a lower id, whether still
+        held by the lag or arriving later, are then duplicates (the snapshot covers them)
+        and are dropped. The snapshot itself is not delayed by `kv_event_lag_ms`.
+
+        A resync of an unregistered slot is counted in `events_unknown_worker` and ignored;
+        in approximate mode (`use_kv_events=False`) it is counted in `events_ignored`.
+
+        Raises:
+            ValueError: if `next_event_id` is negative.
+        """
+        if next_event_id < 0:
+            raise ValueError(f"next_event_id must be >= 0, got {next_event_id} (worker {worker_id} rank {dp_rank})")
         self.advance(now_ms)
+        self._feed.resync(worker_id, dp_rank, block_hashes, next_event_id)
 
     def advance(self, now_ms: float) -> None:
         """Release every held event due at `now_ms`, and expire approximate-mode blocks."""
-        held = self._held
-        while held and held[0][0] <= now_ms:
-            self._deliver(heapq.heappop(held)[2])
-        ttl = self._ttl_heap
-        while ttl and ttl[0][0] <= now_ms:
-            self._expire(heapq.heappop(ttl), now_ms)
+        self._feed.release(now_ms)
+        self._expire_due(now_ms)
 
     def next_due_ms(self) -> float | None:
         """When the next held event (or approximate-mode expiry) becomes due; None if none."""
-        due = [h[0][0] for h in (self._held, self._ttl_heap) if h]
-        return min(due) if due else None
+        due = [self._ttl_heap[0][0]] if self._ttl_heap else []
+        held = self._feed.next_due_ms()
+        return min(due + [held]) if held is not None else min(due, default=None)
 
     def take_gap_reports(self) -> list[GapReport]:
         """Drain the sequence gaps detected since the last call."""
-        return self._seq.take_gap_reports()
+        return self._feed.sequencer.take_gap_reports()
 
-    def _deliver(self, event: KvEvent) -> None:
-        if not self.config.use_kv_events:
-            self._n["ignored"] += 1
-            return
-        key = (event.worker_id, event.dp_rank)
-        expected = self._expected.get(key)
-        if expected is None:
-            self._n["unknown"] += 1
-            return
-        eid = event.event_id
-        if eid == expected:  # in-order fast path (see EventSequencer.expected)
-            self._expected[key] = eid + 1
-        elif self._seq.accept(key[0], key[1], eid) is Delivery.DUPLICATE:
-            return
-        self._index.apply(event)
-        self._num_applied += 1
+    def _expire_due(self, now_ms: float) -> None:
+        ttl = self._ttl_heap
+        while ttl and ttl[0][0] <= now_ms:
+            self._expire(heapq.heappop(ttl), now_ms)
 
     def _touch(self, worker_id: int, dp_rank: int, block_hashes: Sequence[int], now_ms: float) -> None:
         hashes = tuple(block_hashes)
@@ -339,8 +356,8 @@ class KvRouter:
         for h in hashes:
             self._touched[(worker_id, dp_rank, h)] = now_ms
         expire = now_ms + self.config.router_ttl_secs * 1000.0
-        heapq.heappush(self._ttl_heap, (expire, self._held_seq, worker_id, dp_rank, hashes))
-        self._held_seq += 1
+        heapq.heappush(self._ttl_heap, (expire, self._ttl_seq, worker_id, dp_rank, hashes))
+        self._ttl_seq += 1
 
     def _expire(self, entry: tuple[float, int, int, int, tuple[int, ...]], now_ms: float) -> None:
         _, _, w, r, hashes = entry
@@ -358,18 +375,19 @@ class KvRouter:
 
     def stats(self) -> RouterStats:
         """A snapshot of the router's counters."""
+        feed, seq = self._feed, self._feed.sequencer
         return RouterStats(
             routed=self._n["routed"],
             queued=self._n["queued"],
             rejected=len(self._rejected),
-            events_applied=self._num_applied,
-            events_held=len(self._held),
-            event_gaps=self._seq.num_gaps,
-            events_missing=self._seq.num_missing,
-            events_late=self._seq.num_late,
-            events_duplicate=self._seq.num_duplicates,
-            events_unknown_worker=self._n["unknown"],
-            events_ignored=self._n["ignored"],
+            events_applied=feed.num_applied,
+            events_held=feed.num_held,
+            event_gaps=seq.num_gaps,
+            events_missing=seq.num_missing,
+            events_late=seq.num_late,
+            events_duplicate=seq.num_duplicates,
+            events_unknown_worker=feed.num_unknown,
+            events_ignored=feed.num_ignored,
             stored_skipped_unknown_parent=self._index.num_skipped_stored,
             removed_ignored_unknown_block=self._index.num_ignored_removed,
         )
@@ -378,4 +396,5 @@ class KvRouter:
         """Index, load and queue consistency (for tests and debug runs)."""
         self._index.check_invariants()
         self._load.check_invariants()
+        self._feed.check_invariants()
         assert len(self._queue) == len(self._pending)

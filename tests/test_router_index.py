@@ -188,3 +188,72 @@ def test_dump_rebuilds_the_same_index(ops: list[tuple[str, int, int, int | None,
         if idx.held_blocks(*key):
             assert rebuilt.held_blocks(*key) == idx.held_blocks(*key)
     assert {k for k in rebuilt.slots()} == {k for k in idx.slots() if idx.held_blocks(*k)}
+
+
+# ------------------------------------------------------------------ batches and resync snapshots
+
+OPS_WITH_REPLACE = st.one_of(
+    OPS, st.tuples(st.just("replace"), WORKERS, RANKS, st.none(), st.lists(HASHES, max_size=6))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(OPS_WITH_REPLACE, max_size=40),
+    cuts=st.lists(st.integers(min_value=1, max_value=4), max_size=40),
+    queries=st.lists(st.lists(HASHES, max_size=8), min_size=1, max_size=4),
+)
+def test_apply_many_and_replace_slot_equal_naive_model(
+    ops: list[tuple[str, int, int, int | None, list[int]]], cuts: list[int], queries: list[list[int]]
+) -> None:
+    """Events applied in chunks through `apply_many`, interleaved with snapshots, match the model."""
+    idx, naive = PrefixIndex(), NaiveIndex()
+    chunk: list[KvEvent] = []
+    sizes = iter(cuts)
+    for eid, (kind, w, r, parent, hashes) in enumerate(ops):
+        if kind in ("stored", "removed", "cleared"):
+            if kind == "stored":
+                chunk.append(stored(w, eid, hashes, parent, r))
+            elif kind == "removed":
+                chunk.append(removed(w, eid, hashes, r))
+            elif (w, r) in naive.sets:  # Cleared of an unknown slot: the model has nothing to clear
+                chunk.append(KvEvent(0.0, w, r, eid, KvCleared()))
+            if len(chunk) >= next(sizes, 1):
+                idx.apply_many(chunk)
+                chunk = []
+        else:
+            idx.apply_many(chunk)
+            chunk = []
+            if kind == "replace":
+                idx.replace_slot(w, r, hashes)
+            else:
+                idx.remove_worker(w)
+        if kind == "replace":
+            naive.sets[(w, r)] = set(hashes)
+        else:
+            naive.apply((kind, w, r, parent, hashes))
+    idx.apply_many(chunk)
+    idx.check_invariants()
+    assert {k: set(v) for k, v in naive.sets.items()} == {k: set(idx.held_blocks(*k)) for k in idx.slots()}
+    for q in queries:
+        assert idx.find_matches(q).scores == naive.find_matches(q)
+
+
+def test_replace_slot_stores_roots_and_leaves_other_slots_alone() -> None:
+    idx = PrefixIndex()
+    idx.apply(stored(0, 0, [1, 2, 3]))
+    idx.apply(stored(1, 0, [1, 2, 3]))
+    idx.replace_slot(1, 0, [1, 2, 9, 9])
+    assert idx.held_blocks(1, 0) == {1, 2, 9}
+    assert idx.find_matches([1, 2, 3]).scores == {(0, 0): 3, (1, 0): 2}
+    # Roots: no parent needed to match, and the dump shows parent None and token hash 0.
+    assert idx.find_matches([9]).scores == {(1, 0): 1}
+    dumped = [(e.worker_id, e.data) for e in idx.dump_events()]
+    assert [d for w, d in dumped if w == 1] == [KvStored(None, (h,), (0,)) for h in (1, 2, 9)]
+    # Worker 0 still has the parents and token hashes its events recorded.
+    assert [d for w, d in dumped if w == 0] == [KvStored(p, (h,), (h + 1000,)) for p, h in ((None, 1), (1, 2), (2, 3))]
+    # A Stored continuing from a snapshot block is accepted (the parent is held).
+    assert idx.apply_stored(1, 0, 9, [10])
+    idx.replace_slot(1, 0, [])
+    assert idx.held_blocks(1, 0) == frozenset() and idx.find_matches([9]).scores == {}
+    idx.check_invariants()
