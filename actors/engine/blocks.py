@@ -31,7 +31,7 @@ class BlockPool:
     """KV blocks of one rank. All counts are in blocks."""
 
     __slots__ = (
-        "num_blocks", "num_private", "num_cached", "num_inactive", "pending",
+        "num_blocks", "num_private", "num_cached", "num_inactive", "pending", "emit_token_ids",
         "_hash", "_refs", "_prev", "_next", "_free_ids", "_copies", "_head",
     )
 
@@ -43,6 +43,8 @@ class BlockPool:
         self.num_cached = 0
         self.num_inactive = 0
         self.pending: list[KvEventData] = []
+        self.emit_token_ids = False
+        """Stored events carry the blocks' token ids (for wire formats that need them)."""
         self._hash = [0] * num_blocks
         self._refs = [0] * num_blocks
         # LRU links over copy ids; index `num_blocks` is the sentinel (head side = _next[sentinel]).

@@ -32,6 +32,8 @@ class KvStored:
     block_hashes: tuple[int, ...]
     token_hashes: tuple[int, ...]
     """Local (content-only) hash of each block, aligned with `block_hashes`."""
+    token_ids: tuple[int, ...] | None = None
+    """Every token of the blocks, concatenated (`emit_kv_token_ids`); None when not emitted."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,10 @@ class EngineRequest:
         hash_ids: tuple[int, ...],
         trace_block_size: int,
         hasher: PromptHasher,
+        prompt_hashes: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     ) -> None:
+        """`prompt_hashes`: the prompt's (sequence, local) block hashes when a router already
+        computed them with the same block size; otherwise `hasher` computes them."""
         self.record = record
         self.prompt_len = record.input_length
         self.max_output = record.requested_output_length
@@ -52,7 +55,10 @@ class EngineRequest:
         self.trace_block_size = trace_block_size
         self.salt = record.request_id
         self.last_token_ms = 0.0
-        self.hashes, self.locals = hasher.hash_prompt(hash_ids, self.prompt_len)
+        if prompt_hashes is None:
+            self.hashes, self.locals = hasher.hash_prompt(hash_ids, self.prompt_len)
+        else:
+            self.hashes, self.locals = list(prompt_hashes[0]), list(prompt_hashes[1])
         self.prompt_full_blocks = len(self.hashes)
 
     @property
@@ -110,15 +116,16 @@ class EngineRequest:
                 pool.free_private(1)
                 self.num_private = 0
             for a, b in pool.cache_run(self.hashes, i, full, self.block_ids):
-                self._emit_stored(pool, a, b)
+                self._emit_stored(pool, a, b, block_size)
         if need > full and self.num_private == 0:
             pool.add_private(1)
             self.num_private = 1
         return True
 
-    def _emit_stored(self, pool: BlockPool, start: int, end: int) -> None:
+    def _emit_stored(self, pool: BlockPool, start: int, end: int, block_size: int) -> None:
         parent = self.hashes[start - 1] if start > 0 else None
-        pool.pending.append(KvStored(parent, tuple(self.hashes[start:end]), tuple(self.locals[start:end])))
+        tokens = tuple(self._tokens(start * block_size, end * block_size).tolist()) if pool.emit_token_ids else None
+        pool.pending.append(KvStored(parent, tuple(self.hashes[start:end]), tuple(self.locals[start:end]), tokens))
 
     def release(self, pool: BlockPool) -> None:
         """Give every block back, tail first, so suffixes are evicted before prefixes."""
