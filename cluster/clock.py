@@ -29,8 +29,11 @@ class Priority(IntEnum):
     FINISH = 1
     """A rank's pass (or decode run) ends: tokens and completions are emitted."""
     DELIVER = 2
-    """Messages reach components: arrivals, dispatches, routed requests."""
-    START = 3
+    """Event-plane messages reach components: routed requests, tokens, KV event batches, metrics."""
+    ARRIVE = 3
+    """Workload arrivals reach the frontend, after every message of this instant, so a routing
+    decision at t sees every KV event and load signal delivered at t."""
+    START = 4
     """A rank forms its next pass, after every message of this instant has arrived."""
 
 
@@ -65,6 +68,25 @@ class EventLoop:
             self.now_ms = t_ms
             self.num_events += 1
             handler(t_ms, arg)
+
+    def run_before(self, horizon_ms: float) -> None:
+        """Process every event with `t_ms < horizon_ms` (a conservative window's exclusive end).
+
+        Events scheduled while running are processed too when they fall before the horizon.
+        Afterwards `now_ms` is the time of the last event processed (the loop never invents
+        time it did not simulate).
+        """
+        queue = self._queue
+        pop = heapq.heappop
+        while queue and queue[0][0] < horizon_ms:
+            t_ms, _, _, _, handler, arg = pop(queue)
+            self.now_ms = t_ms
+            self.num_events += 1
+            handler(t_ms, arg)
+
+    def __len__(self) -> int:
+        """Events still queued (including superseded ones their handlers will ignore)."""
+        return len(self._queue)
 
 
 def component_rng(seed: int, name: str) -> np.random.Generator:
