@@ -145,8 +145,9 @@ def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRe
             router_config = KvRouterConfig.from_json(args.router_config or "{}")
         except ValueError as exc:
             raise ReplayError(str(exc)) from None
-        if router_config.router_queue_threshold is not None:
-            raise ReplayError("router_queue_threshold: router queueing is not wired into replay yet")
+        if "max_num_batched_tokens" not in router_config.model_fields_set and engine.max_num_batched_tokens:
+            # The queue threshold is in units of the workers' token budget.
+            router_config = router_config.model_copy(update={"max_num_batched_tokens": engine.max_num_batched_tokens})
         kv_router = KvRouter(router_config, block_size=engine.block_size_tokens, seed=args.seed)
     workload, description = load_workload(args, engine)
     check_fits(workload, engine)

@@ -46,7 +46,9 @@ def weighted_stats(
 
     Equal to the unweighted statistics of the expanded array (order statistics exactly,
     mean and std up to float rounding), without building it. Zero weights are allowed.
-    Returns None for every statistic when the total weight is 0.
+    Returns None for every statistic when the total weight is 0. The same (values,
+    weights) arrays always give the same floats; `GapLog.arrays()` is canonical, so ITL
+    statistics do not depend on how gaps were grouped when they were recorded.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     w = np.ones(len(v), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64).ravel()
@@ -283,13 +285,13 @@ def _opt(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, SummaryValue]]:
+def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]]:
     """One dict per record with the reference's per-request keys (facts §h) that we track.
 
     Ordered by (arrival_time_ms, request_id); `itl_ms` is the request's TPOT; a worker id
     of -1 (never dispatched) becomes `decode_worker_idx: null`.
     """
-    rows: list[dict[str, SummaryValue]] = []
+    rows: list[dict[str, object]] = []
     for r in sorted(records, key=lambda rec: (rec.arrival_ms, rec.request_id)):
         rows.append(
             {
@@ -315,6 +317,7 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, Summary
                 "admission_count": r.admission_count,
                 "readmission_count": r.readmission_count,
                 "terminal_status": r.terminal_status.value,
+                "routing_history": r.routing_history,
             }
         )
     return rows

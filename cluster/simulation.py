@@ -1,89 +1,202 @@
-"""Aggregated offline replay on the Local runtime: frontend, router, engine workers, one event loop.
+"""A simulation as components on the event plane, and its Local runtime (one process, one loop).
 
-Flow of one request: an arrival (trace timestamp, or a session's previous turn
-completing plus its delay) reaches the frontend; in concurrency mode it waits
-for one of `concurrency` in-flight slots. Dispatch routes it to a (worker, dp
-rank), which queues it. Ranks run passes; first tokens and completions go back
-to the router (load release) and the frontend (next turn, freed slot).
+`SimulationSetup` says what runs: the workload, the ranks (`RankSpec`, global index
+order), the router (a `KvRouter` or a simple `RoutingPolicy`), the event plane, faults.
+`run_local(setup)` builds ONE shard holding the control components (frontend + router)
+and every rank, and runs its loop to the end. `cluster.runtime` runs the same setup
+sharded over Ray actors; both produce the same `RunResult`.
 
-Everything here is deterministic: same workload, config and seed give the same
-records, whether ranks macro-step decode runs or execute pass by pass.
+`ReplaySimulation` is the offline replay (`clustersim replay`): identical workers behind
+one router on a zero-latency plane, so every client-side time equals the engine time and
+KV events reach the router the instant their pass ends (the reference semantics).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Sequence
 
 from actors.engine.config import EngineConfig
 from actors.engine.events import KvEvent
 from actors.engine.hashing import PromptHasher
-from actors.engine.records import GapLog, RequestRecord, TerminalStatus
-from actors.engine.sequence import EngineRequest
+from actors.engine.records import GapLog, RequestRecord
 from actors.engine.timing import TimingModel
-from actors.engine.vllm import VllmRank
-from actors.engine.worker import EngineWorker
-from cluster.clock import EventLoop, Priority
-from cluster.kv_routing import KvRouting
+from cluster.clock import EventLoop
+from cluster.control import ControlHost
+from cluster.eventplane import CONTROL_ADDR, KvBatchMsg, Topic
+from cluster.links import LinkCounters, Partition
+from cluster.nodehost import HostOptions, RankKill, RankSpec, RankStats
+from cluster.plane import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
+from cluster.routing import RoundRobinRouter, RouteQuery, RouterHost, RoutingPolicy
+from cluster.shard import NodeShardResult, RunResult, Shard, ShardPlan
 from cluster.workload import Workload
 from router.router import KvRouter
 
-
-class Router(Protocol):
-    """Chooses a rank for each request; told when first tokens and completions happen."""
-
-    def route(self, req: EngineRequest, now_ms: float) -> int:
-        """Global rank index for this request."""
-        ...
-
-    def on_first_token(self, req: EngineRequest, now_ms: float) -> None: ...
-
-    def on_complete(self, req: EngineRequest, now_ms: float) -> None: ...
+__all__ = ["ReplaySimulation", "RoundRobinRouter", "RouteQuery", "RoutingPolicy", "SimulationResult",
+           "SimulationSetup", "WorkerStats", "run_local"]
 
 
-class RoundRobinRouter:
-    """Cycles over (worker, dp_rank) pairs in order."""
+@dataclass
+class SimulationSetup:
+    """What a run simulates. `ranks[g].gidx == g`; every rank of a worker shares its block size."""
 
-    def __init__(self, num_ranks: int) -> None:
-        self.num_ranks = num_ranks
-        self._next = 0
+    workload: Workload
+    ranks: list[RankSpec]
+    seed: int = 0
+    plane: EventPlaneConfig = ZERO_LATENCY
+    concurrency: int | None = None
+    kv_router: KvRouter | None = None
+    policy: RoutingPolicy | None = None
+    """Used when `kv_router` is None; default round robin over ranks."""
+    macro_step: bool = True
+    collect_kv_events: bool = False
+    kills: tuple[RankKill, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+    mirror_kv: bool = False
+    """Publish KV batches for an outside observer (a ZMQ mirror) even when no router subscribes."""
 
-    def route(self, req: EngineRequest, now_ms: float) -> int:
-        idx = self._next
-        self._next = (idx + 1) % self.num_ranks
-        return idx
+    def __post_init__(self) -> None:
+        for g, spec in enumerate(self.ranks):
+            if spec.gidx != g:
+                raise ValueError(f"ranks[{g}] has gidx {spec.gidx}")
+        sizes = {spec.engine.block_size_tokens for spec in self.ranks}
+        if len(sizes) > 1:
+            raise ValueError(f"all workers behind one router need one KV block size, got {sorted(sizes)}")
+        if self.kv_router is not None and self.policy is not None:
+            raise ValueError("give either kv_router or policy")
 
-    def on_first_token(self, req: EngineRequest, now_ms: float) -> None:
-        pass
+    @property
+    def block_size(self) -> int:
+        return self.ranks[0].engine.block_size_tokens if self.ranks else 64
 
-    def on_complete(self, req: EngineRequest, now_ms: float) -> None:
-        pass
+    @property
+    def subscribes_kv(self) -> bool:
+        return self.kv_router is not None and self.kv_router.config.use_kv_events
+
+    @property
+    def uses_metrics(self) -> bool:
+        """Whether ranks publish load metrics (the router blends them, or heartbeats are on)."""
+        if self.kv_router is None:
+            return False
+        return self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+
+    @property
+    def heartbeat_ms(self) -> float | None:
+        if not self.subscribes_kv:
+            return None
+        return self.plane.effective_heartbeat_ms(partitions=bool(self.partitions))
+
+    def host_options(self) -> HostOptions:
+        return HostOptions(
+            macro_step=self.macro_step, publish_kv=self.subscribes_kv or self.mirror_kv,
+            collect_kv=self.collect_kv_events,
+            publish_metrics=self.uses_metrics, heartbeat_ms=self.heartbeat_ms,
+            heartbeat_count=self.plane.heartbeat_count, replay_buffer_batches=self.plane.replay_buffer_batches)
+
+    def subscribers(self) -> tuple[tuple[Topic, tuple[int, ...]], ...]:
+        subs: list[tuple[Topic, tuple[int, ...]]] = []
+        if self.subscribes_kv:
+            subs.append((Topic.KV_EVENTS, (CONTROL_ADDR,)))
+        if self.uses_metrics:
+            subs.append((Topic.METRICS, (CONTROL_ADDR,)))
+        return tuple(subs)
+
+    def shard_plan(self, ranks: Sequence[RankSpec]) -> ShardPlan:
+        return ShardPlan(self.plane, self.seed, tuple(ranks), self.host_options(), self.kills, self.partitions,
+                         self.subscribers())
+
+    def build_control(self, loop: EventLoop, plane: PlaneEndpoint,
+                      on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
+        control = ControlHost(loop, plane)
+        policy = None
+        if self.kv_router is None:
+            policy = self.policy if self.policy is not None else RoundRobinRouter(len(self.ranks))
+        hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
+        router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], policy, self.kv_router, plane,
+                            control.send_request, control.reject, hasher, recovery=self.plane.recovery)
+        lossy = self.plane.kv_lossy or bool(self.partitions)
+        control.wire(self.workload, router, self.concurrency, on_done=on_done, stream_lossy=lossy,
+                     announce_shutdown=self.heartbeat_ms is not None)
+        return control
 
 
-@runtime_checkable
-class ContendedTiming(Protocol):
-    """A timing model whose speed depends on busy co-tenants of its physical card."""
+def finish_run(control: ControlHost, nodes: Sequence[NodeShardResult],
+               counter_sets: Sequence[dict[Topic, LinkCounters]], num_events: int, end_ms: float) -> RunResult:
+    """Merge the node shards' results and the plane counters of every shard into one `RunResult`."""
+    ranks = sorted((r for n in nodes for r in n.ranks), key=lambda r: r.gidx)
+    gaps = GapLog()
+    for n in nodes:
+        gaps.extend(n.gaps)
+    where = {r.gidx: (n, k) for n in nodes for k, r in enumerate(n.ranks)}
+    kv_events = [e for g in range(len(ranks)) for e in where[g][0].kv_events[where[g][1]]]
+    counters: dict[Topic, LinkCounters] = {t: LinkCounters() for t in Topic}
+    for source in counter_sets:
+        for topic, c in source.items():
+            total = counters[topic]
+            for name in ("sent", "delivered", "lost", "duplicated", "reordered", "partitioned"):
+                setattr(total, name, getattr(total, name) + getattr(c, name))
+    kv = control.router.kv_router
+    if kv is not None:
+        kv.advance(float("inf"))  # events still held by kv_event_lag_ms reach the index
+    return RunResult(records=control.frontend.records, gaps=gaps, ranks=ranks, kv_events=kv_events,
+                     counters=counters, num_events=num_events, end_ms=end_ms)
 
-    def set_busy_cotenants(self, limits: Sequence[float]) -> None:
-        """Core limits of the other time-sliced vGPUs on the card that are busy now."""
-        ...
+
+def run_local(setup: SimulationSetup, on_done: Callable[[RequestRecord], None] | None = None,
+              kv_tap: Callable[[KvBatchMsg], None] | None = None) -> tuple[RunResult, ControlHost]:
+    """Run `setup` in this process on one event loop (the Local runtime).
+
+    `kv_tap` sees every KV batch the ranks publish, as they publish it (e.g. a ZMQ mirror).
+    """
+    shard = Shard(setup.shard_plan(setup.ranks), hosts_control=True)
+    shard.nodes.kv.kv_tap = kv_tap
+    control = shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
+    control.frontend.start()
+    shard.advance(float("inf"))
+    result = finish_run(control, [shard.node_result()], [shard.plane.counters], shard.loop.num_events,
+                        shard.loop.now_ms)
+    return result, control
+
+
+# ------------------------------------------------------------------------------ offline replay
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """Engine counters of one worker (summed over its DP ranks)."""
+
+    worker_id: int
+    num_passes: int
+    preemptions_total: int
+    committed_prefill_tokens: int
 
 
 @dataclass
 class SimulationResult:
     records: list[RequestRecord]
     gaps: GapLog
-    workers: list[EngineWorker]
+    workers: list[WorkerStats]
     num_events: int
     end_ms: float
-    committed_prefill_tokens: int = field(default=0)
+    committed_prefill_tokens: int = 0
     kv_events: list[KvEvent] = field(default_factory=list)
     """Every KV event of the run, per rank in event-id order (only with collect_kv_events)."""
+    ranks: list[RankStats] = field(default_factory=list)
+
+
+def worker_stats(ranks: Sequence[RankStats]) -> list[WorkerStats]:
+    """Per-worker sums of rank counters, by worker id."""
+    acc: dict[int, list[int]] = {}
+    for r in ranks:
+        a = acc.setdefault(r.worker_id, [0, 0, 0])
+        a[0] += r.num_passes
+        a[1] += r.preemptions_total
+        a[2] += r.committed_prefill_tokens
+    return [WorkerStats(w, *acc[w]) for w in sorted(acc)]
 
 
 class ReplaySimulation:
-    """One aggregated replay: `num_workers` identical workers behind one router."""
+    """One aggregated replay: `num_workers` identical workers behind one router, zero latency."""
 
     def __init__(
         self,
@@ -92,194 +205,39 @@ class ReplaySimulation:
         num_workers: int,
         *,
         concurrency: int | None = None,
-        router: Router | None = None,
+        router: RoutingPolicy | None = None,
         timing: TimingModel | None = None,
         timings: Sequence[TimingModel] | None = None,
         contention: Sequence[Sequence[tuple[int, float]]] = (),
         macro_step: bool = True,
         on_request_done: Callable[[RequestRecord], None] | None = None,
         collect_kv_events: bool = False,
-        kv_router: "KvRouter | None" = None,
+        kv_router: KvRouter | None = None,
     ) -> None:
         if num_workers < 1:
             raise ValueError("num_workers must be at least 1")
-        if concurrency is not None and concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        self.workload = workload
-        self.engine = engine
-        self.loop = EventLoop()
-        self.gaps = GapLog()
-        self.hasher = PromptHasher(engine.block_size_tokens, workload.trace_block_size)
-        self.collect_kv_events = collect_kv_events
         if timings is not None and len(timings) != num_workers:
             raise ValueError(f"timings has {len(timings)} models for {num_workers} workers")
-        per_worker = list(timings) if timings is not None else [timing] * num_workers
-        emit = collect_kv_events or kv_router is not None
-        self.workers = [EngineWorker(w, engine, self.gaps, per_worker[w], macro_step, emit_events=emit)
-                        for w in range(num_workers)]
-        # Time-sliced vGPUs sharing a card: worker -> its group of (worker, core limit).
-        self._group_of: dict[int, Sequence[tuple[int, float]]] = {}
-        for group in contention:
-            for w, _ in group:
-                model = self.workers[w].ranks[0].timing
-                if not isinstance(model, ContendedTiming):
-                    raise ValueError(f"worker {w} shares a card but its timing model ignores contention")
-                self._group_of[w] = group
-        self._busy = [False] * num_workers
-        self.ranks: list[VllmRank] = [r for w in self.workers for r in w.ranks]
         if kv_router is not None and router is not None:
             raise ValueError("give either router or kv_router")
-        self.router: Router
-        if kv_router is not None:
-            self.router = KvRouting(kv_router, self.ranks)
-        else:
-            self.router = router if router is not None else RoundRobinRouter(len(self.ranks))
-        self.concurrency = concurrency
-        self.records: list[RequestRecord] = []
+        per_worker = list(timings) if timings is not None else [timing] * num_workers
+        group_of: dict[int, tuple[int | None, float]] = {}
+        for k, group in enumerate(contention):
+            for w, share in group:
+                group_of[w] = (k, share)
+        ranks: list[RankSpec] = []
+        for w in range(num_workers):
+            gid, limit = group_of.get(w, (None, 1.0))
+            for r in range(engine.dp_size):
+                ranks.append(RankSpec(len(ranks), w, r, engine, per_worker[w], cotenant_group=gid, core_limit=limit))
+        self.setup = SimulationSetup(workload, ranks, concurrency=concurrency, kv_router=kv_router, policy=router,
+                                     macro_step=macro_step, collect_kv_events=collect_kv_events)
         self._on_done = on_request_done
-        self._finish_token = [0] * len(self.ranks)
-        self._start_pending = [False] * len(self.ranks)
-        self._ready: deque[tuple[int, int]] = deque()
-        self._in_flight = 0
-        self._arrival_key = 0
-        self._session_of: dict[int, tuple[int, int]] = {}
 
-    # ---- frontend -----------------------------------------------------------------------------
-    def _schedule_arrival(self, t_ms: float, session_idx: int, turn_idx: int) -> None:
-        self._arrival_key += 1
-        self.loop.schedule(t_ms, Priority.DELIVER, self._arrival_key, self._on_arrival, (session_idx, turn_idx))
-
-    def _on_arrival(self, now: float, arg: tuple[int, int]) -> None:
-        if self.concurrency is None:
-            self._dispatch(now, arg, arrival_ms=now)
-        else:
-            self._ready.append(arg)
-            self._fill_slots(now)
-
-    def _fill_slots(self, now: float) -> None:
-        assert self.concurrency is not None
-        while self._ready and self._in_flight < self.concurrency:
-            self._dispatch(now, self._ready.popleft(), arrival_ms=now)
-
-    def _dispatch(self, now: float, arg: tuple[int, int], arrival_ms: float) -> None:
-        session_idx, turn_idx = arg
-        session = self.workload.sessions[session_idx]
-        turn = session.turns[turn_idx]
-        rid = len(self.records)
-        record = RequestRecord(
-            request_id=rid, session_id=session.session_id, turn_index=turn_idx,
-            input_length=turn.input_length, requested_output_length=turn.output_length,
-            arrival_ms=arrival_ms, dispatched_ms=now,
-        )
-        self.records.append(record)
-        self._session_of[rid] = arg
-        self._in_flight += 1
-        req = EngineRequest(record, turn.hash_ids, self.workload.trace_block_size, self.hasher)
-        idx = self.router.route(req, now)
-        rank = self.ranks[idx]
-        record.worker_id, record.dp_rank = rank.worker_id, rank.dp_rank
-        new_end = rank.interrupt(now)
-        if new_end is not None:
-            self._arm_finish(idx, new_end)
-        reason = rank.submit(req)
-        if reason is not None:
-            record.terminal_status = TerminalStatus.REJECTED
-            record.reject_reason = reason
-            record.terminal_ms = now
-            self._terminal(now, req)
-            return
-        self._wake(idx, now)
-
-    def _terminal(self, now: float, req: EngineRequest) -> None:
-        """A request ended (completed or rejected): release its slot, queue the session's next turn."""
-        self._in_flight -= 1
-        self.router.on_complete(req, now)
-        if self._on_done is not None:
-            self._on_done(req.record)
-        session_idx, turn_idx = self._session_of.pop(req.record.request_id)
-        session = self.workload.sessions[session_idx]
-        if turn_idx + 1 < len(session.turns):
-            self._schedule_arrival(now + session.turns[turn_idx + 1].delay_ms, session_idx, turn_idx + 1)
-        if self.concurrency is not None and self._ready:
-            self.loop.schedule(now, Priority.DELIVER, 0, self._on_slot_freed)
-
-    def _on_slot_freed(self, now: float, _: object) -> None:
-        self._fill_slots(now)
-
-    # ---- ranks --------------------------------------------------------------------------------
-    def _wake(self, idx: int, now: float) -> None:
-        if self.ranks[idx].busy_until is None and not self._start_pending[idx]:
-            self._start_pending[idx] = True
-            self.loop.schedule(now, Priority.START, idx, self._on_start, idx)
-
-    def _arm_finish(self, idx: int, end_ms: float) -> None:
-        self._finish_token[idx] += 1
-        self.loop.schedule(end_ms, Priority.FINISH, idx, self._on_finish, (idx, self._finish_token[idx]))
-
-    def _on_start(self, now: float, idx: int) -> None:
-        self._start_pending[idx] = False
-        rank = self.ranks[idx]
-        end = rank.start(now)
-        for req in rank.take_rejected():
-            self._terminal(now, req)
-        if end is not None:
-            self._arm_finish(idx, end)
-        if self._group_of:
-            self._update_contention(rank.worker_id, now)
-
-    def _update_contention(self, w: int, now: float) -> None:
-        """Worker w may have become busy or idle: re-time its card's co-tenants.
-
-        A pass keeps the speed it started with; co-tenants' decode runs are cut
-        after the pass in progress so that later passes use the new speed.
-        """
-        busy = any(r.busy_until is not None for r in self.workers[w].ranks)
-        group = self._group_of.get(w)
-        if group is None or busy == self._busy[w]:
-            return
-        self._busy[w] = busy
-        for u, _ in group:
-            if u == w:
-                continue
-            limits = [limit for v, limit in group if v != u and self._busy[v]]
-            for rank in self.workers[u].ranks:
-                model = rank.timing
-                assert isinstance(model, ContendedTiming)
-                model.set_busy_cotenants(limits)
-                new_end = rank.interrupt(now)
-                if new_end is not None:
-                    self._arm_finish(self.ranks.index(rank), new_end)
-
-    def _on_finish(self, now: float, arg: tuple[int, int]) -> None:
-        idx, token = arg
-        if token != self._finish_token[idx]:
-            return  # superseded: the run was cut short and re-armed
-        rank = self.ranks[idx]
-        first, done = rank.finish(now)
-        for req in first:
-            self.router.on_first_token(req, now)
-        for req in done:
-            self._terminal(now, req)
-        self._wake(idx, now)
-
-    # ---- driver -------------------------------------------------------------------------------
     def run(self) -> SimulationResult:
-        if self.concurrency is None:
-            for i, session in enumerate(self.workload.sessions):
-                self._schedule_arrival(session.start_ms, i, 0)
-        else:
-            # Closed loop: first turns ignore their timestamps and queue for slots in trace order.
-            for i in range(len(self.workload.sessions)):
-                self._ready.append((i, 0))
-            self.loop.schedule(0.0, Priority.DELIVER, 0, self._on_slot_freed)
-        self.loop.run()
-        events = [e for rank in self.ranks for e in rank.take_events()]
+        result, _ = run_local(self.setup, self._on_done)
+        workers = worker_stats(result.ranks)
         return SimulationResult(
-            kv_events=events,
-            records=self.records,
-            gaps=self.gaps,
-            workers=self.workers,
-            num_events=self.loop.num_events,
-            end_ms=self.loop.now_ms,
-            committed_prefill_tokens=sum(w.committed_prefill_tokens for w in self.workers),
-        )
+            records=result.records, gaps=result.gaps, workers=workers, num_events=result.num_events,
+            end_ms=result.end_ms, committed_prefill_tokens=sum(w.committed_prefill_tokens for w in workers),
+            kv_events=result.kv_events, ranks=result.ranks)

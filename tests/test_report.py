@@ -288,6 +288,7 @@ def test_per_request_rows_and_jsonl(tmp_path: Path) -> None:
         "ttft_ms": 10.0, "ttst_ms": 4.0, "e2e_latency_ms": 20.0, "itl_ms": 5.0, "input_length": 100,
         "requested_output_length": 3, "output_length": 3, "reused_input_tokens": 40, "decode_worker_idx": 0,
         "dp_rank": 0, "admission_count": 1, "readmission_count": 0, "terminal_status": "completed",
+        "routing_history": [],
     }
     rejected = rows[3]
     assert rejected["dispatched_at_ms"] is None  # NaN default becomes null

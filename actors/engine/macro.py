@@ -21,6 +21,7 @@ reaches the rank. Neither changes the outcome relative to pass-by-pass execution
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -44,9 +45,10 @@ class DecodeRun:
     def end_ms(self) -> float:
         return float(self.ends_ms[self.num_passes])
 
-    def passes_ended_by(self, t_ms: float) -> int:
-        """Number of passes whose end is <= t_ms (capped at the run length)."""
-        return min(self.num_passes, int(np.searchsorted(self.ends_ms[1:self.num_passes + 1], t_ms, side="right")))
+    def passes_ended_by(self, t_ms: float, inclusive: bool = True) -> int:
+        """Number of passes whose end is <= t_ms (< t_ms when not `inclusive`), capped at the run length."""
+        side: Literal["left", "right"] = "right" if inclusive else "left"
+        return min(self.num_passes, int(np.searchsorted(self.ends_ms[1:self.num_passes + 1], t_ms, side=side)))
 
     def passes_started_before(self, t_ms: float) -> int:
         """Number of passes whose start is < t_ms: those a message at t_ms cannot change.
@@ -86,3 +88,17 @@ def boundary_crossings(
                 j0 += block_size
     out = sorted(set(out))
     return out
+
+
+def crossing_passes(computed0: list[int], block_size: int, first_pass: int, last_pass: int) -> npt.NDArray[np.int64]:
+    """The distinct passes in [first_pass, last_pass] of `boundary_crossings`, ascending.
+
+    These are the only passes of a run that can emit KV events, so a host that publishes
+    events pass by pass only needs to look at them.
+    """
+    if last_pass < first_pass:
+        return np.zeros(0, dtype=np.int64)
+    c = np.asarray(computed0, dtype=np.int64)
+    residues = np.union1d((1 - c) % block_size, (-c) % block_size)
+    passes = np.arange(first_pass, last_pass + 1, dtype=np.int64)
+    return passes[np.isin(passes % block_size, residues)]

@@ -62,6 +62,8 @@ class RequestRecord:
     num_preemptions: int = 0
     terminal_status: TerminalStatus = TerminalStatus.INCOMPLETE
     reject_reason: str | None = None
+    routing_history: list[dict[str, object]] = field(default_factory=list)
+    """One entry per routing decision of a KV-aware router (reference `routing_history` keys)."""
 
     @property
     def readmission_count(self) -> int:
@@ -110,13 +112,29 @@ class GapLog:
             self._chunks.append(gaps_ms)
             self._weights.append(weight)
 
+    def extend(self, other: "GapLog") -> None:
+        """Add every gap of `other` (merging the logs of several shards)."""
+        self._singles.extend(other._singles)
+        self._chunks.extend(other._chunks)
+        self._weights.extend(other._weights)
+
     def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-        """(values, weights), concatenated; order is unspecified."""
-        values = [np.asarray(self._singles, dtype=np.float64)] + self._chunks
-        weights = [np.ones(len(self._singles), dtype=np.int64)] + [
+        """(values, weights) in canonical form: distinct values ascending, each with its total weight.
+
+        The same multiset of gaps gives the same arrays however it was recorded: as singles
+        or as weighted runs (macro-stepped or pass by pass), in one log or merged from
+        several shards. So statistics computed from them are bit-identical too.
+        """
+        values = np.concatenate([np.asarray(self._singles, dtype=np.float64)] + self._chunks)
+        weights = np.concatenate([np.ones(len(self._singles), dtype=np.int64)] + [
             np.full(len(c), w, dtype=np.int64) for c, w in zip(self._chunks, self._weights)
-        ]
-        return np.concatenate(values), np.concatenate(weights)
+        ])
+        if not len(values):
+            return values, weights
+        order = np.argsort(values, kind="stable")
+        values, weights = values[order], weights[order]
+        distinct, starts = np.unique(values, return_index=True)
+        return distinct, np.add.reduceat(weights, starts)
 
     def total_weight(self) -> int:
         return len(self._singles) + sum(len(c) * w for c, w in zip(self._chunks, self._weights))

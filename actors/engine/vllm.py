@@ -55,6 +55,7 @@ class VllmRank:
         self.macro_step = macro_step
         self.block_size = config.block_size_tokens
         self.pool = BlockPool(config.num_gpu_blocks)
+        self.pool.emit_token_ids = config.emit_kv_token_ids
         self.caching = config.enable_prefix_caching
         # Disaggregated decode workers never publish (facts §f); a host with no subscriber opts out.
         self.publish_events = emit_events and config.enable_prefix_caching and config.worker_type != "decode"
@@ -64,6 +65,8 @@ class VllmRank:
         self.events: list[KvEvent] = []
         self.next_event_id = 0
         self.preemptions_total = 0
+        self.num_admissions = 0
+        """Admissions (first ones and re-admissions after preemption) so far."""
         self.committed_prefill_tokens = 0
         self.num_passes = 0
         # what is in flight: one pass (its scheduled requests) or a decode run
@@ -238,6 +241,7 @@ class VllmRank:
                 rec.first_admit_ms = now
                 rec.reused_input_tokens = min(cached, req.prompt_len)
             rec.admission_count += 1
+            self.num_admissions += 1
             rec.admitted_tokens_total += req.seq_len
             rec.reused_tokens_total += cached
             scheduled.append((req, n, cached))
@@ -437,10 +441,14 @@ class VllmRank:
         self.busy_until = run.end_ms
         return self.busy_until
 
-    def flush(self, now: float) -> None:
-        """Materialise decode-run passes that ended by `now`, making their KV events visible."""
+    def flush(self, now: float, inclusive: bool = True) -> None:
+        """Materialise decode-run passes that ended by `now`, making their KV events visible.
+
+        `inclusive=False` leaves a pass ending exactly at `now` alone: what a handler that
+        runs before same-instant pass ends (CONTROL priority) may see.
+        """
         if self.run is not None:
-            self.materialize(self.run.passes_ended_by(now))
+            self.materialize(self.run.passes_ended_by(now, inclusive))
 
     # ---- observation --------------------------------------------------------------------------
     def take_events(self) -> list[KvEvent]:

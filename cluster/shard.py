@@ -1,0 +1,128 @@
+"""A shard: one event loop, its event-plane endpoint, and the components it hosts.
+
+The cluster is split into shards only along event-plane links: the control shard (frontend
+and router, address 0) and node shards (the ranks of whole nodes). Components in
+different shards interact only through messages with a positive latency, so a shard can
+run ahead of the others up to a horizon (`advance`) and exchange envelopes afterwards
+(`take_outbox` / `inject`). The Local runtime builds ONE shard holding everything; the
+Ray runtime builds a control shard in the driver and node shards in Ray actors. Both give
+the same report because every event's same-instant order key is derived from its own
+component (see `cluster.plane` and `cluster.nodehost`).
+
+`ShardPlan` is the picklable description a node shard is built from.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from actors.engine.events import KvEvent
+from actors.engine.records import GapLog, RequestRecord
+from cluster.clock import EventLoop
+from cluster.control import ControlHost
+from cluster.eventplane import CONTROL_ADDR, Envelope, Message, Topic
+from cluster.links import LinkCounters, Partition
+from cluster.nodehost import HostOptions, NodeHost, RankKill, RankSpec, RankStats
+from cluster.plane import EventPlaneConfig, PlaneEndpoint
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Everything a shard needs to build its node side (picklable, sent to Ray actors)."""
+
+    plane: EventPlaneConfig
+    seed: int
+    ranks: tuple[RankSpec, ...]
+    options: HostOptions
+    kills: tuple[RankKill, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+    subscribers: tuple[tuple[Topic, tuple[int, ...]], ...] = ()
+
+
+@dataclass
+class NodeShardResult:
+    """What a node shard hands back at the end of a run."""
+
+    ranks: list[RankStats]
+    gaps: GapLog
+    kv_events: list[list[KvEvent]]
+    counters: dict[Topic, LinkCounters]
+    num_events: int
+    end_ms: float
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run, whatever runtime produced it."""
+
+    records: list[RequestRecord]
+    gaps: GapLog
+    ranks: list[RankStats]
+    """Ordered by global rank index."""
+    kv_events: list[KvEvent]
+    """Every KV event of the run, per rank (global order) in event-id order (when collected)."""
+    counters: dict[Topic, LinkCounters]
+    num_events: int
+    end_ms: float
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Shard:
+    """One loop with its endpoint and hosts. Build the control side with `attach_control`."""
+
+    def __init__(self, plan: ShardPlan, hosts_control: bool) -> None:
+        self.plan = plan
+        self.loop = EventLoop()
+        self.gaps = GapLog()
+        mine = {CONTROL_ADDR} if hosts_control else set()
+        mine.update(spec.gidx + 1 for spec in plan.ranks)
+        self._mine = mine
+        self.plane = PlaneEndpoint(plan.plane, plan.seed, self.loop, mine.__contains__, self._deliver,
+                                   plan.partitions)
+        for topic, addrs in plan.subscribers:
+            self.plane.subscribe(topic, addrs)
+        self.nodes = NodeHost(plan.ranks, self.loop, self.plane, self.gaps, plan.options, plan.kills)
+        self.control: ControlHost | None = None
+
+    def attach_control(self, control_factory: Callable[[EventLoop, PlaneEndpoint], ControlHost]) -> ControlHost:
+        self.control = control_factory(self.loop, self.plane)
+        return self.control
+
+    def _deliver(self, now: float, item: tuple[int, Message]) -> None:
+        if item[0] == CONTROL_ADDR:
+            assert self.control is not None
+            self.control.on_message(now, item)
+        else:
+            self.nodes.on_message(now, item)
+
+    # ------------------------------------------------------------------ windows
+
+    def advance(self, horizon_ms: float) -> None:
+        """Process every event before `horizon_ms` (all of them for `math.inf`)."""
+        if horizon_ms == math.inf:
+            self.loop.run()
+        else:
+            self.loop.run_before(horizon_ms)
+
+    def inject(self, envelopes: list[Envelope]) -> None:
+        if self.control is not None:
+            times = self.control.send_times
+            for env in envelopes:
+                if env.dst == CONTROL_ADDR and self.control.is_triggering(env.msg):
+                    heapq.heappush(times, env.t_arrive)
+        self.plane.inject(envelopes)
+
+    def take_outbox(self) -> list[Envelope]:
+        return self.plane.take_outbox()
+
+    def next_event_ms(self) -> float:
+        t = self.loop.peek_ms()
+        return math.inf if t is None else t
+
+    def node_result(self) -> NodeShardResult:
+        self.nodes.finalize()
+        return NodeShardResult(self.nodes.rank_stats(), self.gaps, self.nodes.kv.collected,
+                               self.plane.counters, self.loop.num_events, self.loop.now_ms)
