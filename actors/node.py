@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cluster.accelerator import AcceleratorFile, MockDevice, device_share, load_accelerator, read_toml, share_to_spec
 from cluster.hardware import Catalog, GpuSpec, default_catalog, summarize_validation_error
-from cluster.mig import MigPlacement, place_or_raise, try_place
+from cluster.mig import MigPlacement, place_or_raise
 from cluster.virtualization import (MIB, HamiCard, HamiCoreMode, VGpu, VirtualizationConfig, VirtualizationError,
                                     check_supported, hami_pick_card)
 

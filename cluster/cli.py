@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from cluster import cluster_cmd, replay
+from cluster import cluster_cmd, replay, run_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_arguments(replay_parser)
     replay_parser.set_defaults(func=lambda args: replay.run_from_args(args, "clustersim replay"))
     cluster_cmd.add_parser(sub)
+    run_cmd.add_parser(sub)
     return parser
 
 
