@@ -13,8 +13,10 @@ HOST_MODULES = {
     "cluster/runtime.py",
     "cluster/replay.py",
     "cluster/zmq_transport.py",
+    "cluster/zmq_mirror.py",
     "cluster/metrics.py",
     "cluster/cluster_cmd.py",
+    "cluster/run_cmd.py",
     "actors/hosts.py",
 }
 CORE_PACKAGES = ("actors", "router", "planner", "cluster")

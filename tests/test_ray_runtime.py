@@ -1,0 +1,139 @@
+"""The Ray runtime gives byte-identical reports to the Local runtime, and `ray job submit` works.
+
+One Ray head node serves the whole module (started like a user would, with token
+authentication, in a private HOME and temp dir, and stopped at the end). Marked slow:
+CI runs it; `pytest -m "not slow"` skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scenario_helpers import scenario, write
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[dict[str, str]]:
+    """A head node with token auth; yields the environment a client needs to use it."""
+    pytest.importorskip("ray")
+    home = Path(tempfile.mkdtemp(prefix="cs-rayhome-"))
+    temp = Path(tempfile.mkdtemp(prefix="cs-ray-"))
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    gcs, dash = _free_port(), _free_port()
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+         "--dashboard-host=127.0.0.1", "--num-cpus=4", "--object-store-memory=300000000", f"--temp-dir={temp}",
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], env=env,
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or head.poll() is not None:
+                raise RuntimeError("the Ray head did not start")
+            time.sleep(1.0)
+        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}", "RAY_DASHBOARD": f"http://127.0.0.1:{dash}"}
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _run_cli(scenario_path: Path, out: Path, env: dict[str, str] | None, *flags: str) -> tuple[bytes, bytes]:
+    """`clustersim run` in a subprocess, as a user runs it; (report JSON, per-request JSONL) bytes."""
+    cmd = [str(BIN / "clustersim"), "run", str(scenario_path), "--no-progress", "--output-dir", str(out), *flags]
+    local_env = None if env is None else {k: v for k, v in env.items() if k != "RAY_DASHBOARD"}
+    done = subprocess.run(cmd, cwd=ROOT, env=local_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return (out / "report.json").read_bytes(), (out / "requests.jsonl").read_bytes()
+
+
+def _shipped(tmp_path: Path, name: str, **workload: Any) -> Path:
+    import yaml
+
+    sc: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "scenarios" / name).read_text())
+    sc["workload"].update(workload)
+    if "trace" in sc["workload"]:
+        sc["workload"]["trace"] = str((ROOT / sc["workload"]["trace"]).resolve())
+    return write(tmp_path, sc, name)
+
+
+@pytest.mark.parametrize("name, workload", [
+    ("smoke.yaml", {}),
+    ("mooncake-kv16.yaml", {"max_sessions": 1500}),
+])
+def test_shipped_scenarios_are_byte_identical_on_local_and_ray(ray_head: dict[str, str], tmp_path: Path,
+                                                                name: str, workload: dict[str, Any]) -> None:
+    path = _shipped(tmp_path, name, **workload)
+    local = _run_cli(path, tmp_path / "local", None)
+    for shards in (1, 2, 4):
+        ray_out = _run_cli(path, tmp_path / f"ray{shards}", ray_head, "--runtime", "ray", "--shards", str(shards))
+        assert ray_out == local, f"{name}: {shards} shard(s)"
+
+
+def test_lossy_plane_faults_and_queueing_are_identical_on_both_channels(ray_head: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    wl = scenario()["workload"]
+    wl["synthetic"]["request_rate"] = 4000
+    sc = scenario(
+        event_plane={"latency": {"dist": "lognormal", "median_ms": 0.4, "sigma": 0.6, "min_ms": 0.2}, "loss": 0.2,
+                     "duplicate": 0.05, "reorder": 0.1, "replay_buffer_batches": 4},
+        router={"mode": "kv", "router_queue_threshold": 0.0, "router_temperature": 0.5},
+        faults=[{"at_s": 0.05, "partition": {"nodes": ["n-1"], "duration_s": 0.1}}, {"at_s": 0.1, "kill_node": "n-2"}],
+        workload=wl)
+    path = write(tmp_path, sc)
+    local = _run_cli(path, tmp_path / "local", None)
+    report = json.loads(local[0])
+    plane = report["event_plane"]
+    assert plane["kv_sync"]["replay_requests"] > 0 and plane["router"]["queued"] > 0
+    assert plane["index"]["ranks_diverged"] == 0 and report["requests"]["failed"] > 0
+    assert _run_cli(path, tmp_path / "zmq", ray_head, "--runtime", "ray", "--shards", "2") == local
+    assert _run_cli(path, tmp_path / "calls", ray_head, "--runtime", "ray", "--shards", "3",
+                    "--channel", "ray") == local
+
+
+def test_ray_job_submit_runs_the_smoke_scenario(ray_head: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "job-out"
+    runtime_env = json.dumps({"working_dir": str(ROOT), "excludes": [".venv", ".git", "out", "*.egg-info"]})
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["RAY_DASHBOARD"], "--runtime-env-json",
+           runtime_env, "--", "clustersim", "run", "configs/scenarios/smoke.yaml", "--runtime", "ray",
+           "--shards", "2", "--no-progress", "--output-dir", str(out)]
+    env = {k: v for k, v in ray_head.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout + done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["completed_requests"] == 240
+    local = _run_cli(ROOT / "configs" / "scenarios" / "smoke.yaml", tmp_path / "local", None)
+    assert (out / "report.json").read_bytes() == local[0]
