@@ -58,3 +58,23 @@ def test_cli_kv_router_mode_and_bad_router_config(tmp_path: Path, capsys: pytest
     assert main([*args, "--router-mode", "kv_router", "--router-config", '{"overlap_weight": 1}']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "overlap_weight" in err[0]
+
+
+def test_router_queueing_in_replay_holds_requests_and_stays_exact(tmp_path: Path) -> None:
+    # 400 requests at 200/s on 4 workers: every worker busy often, so requests wait in the router (wspt order).
+    args = ["replay", "--no-progress", "--input-tokens", "2000", "--output-tokens", "50", "--request-count", "400",
+            "--request-rate", "200", "--num-workers", "4", "--shared-prefix-ratio", "0.5", "--num-prefix-groups",
+            "4", "--router-mode", "kv_router",
+            "--router-config", '{"router_queue_threshold": 0.2, "router_queue_policy": "wspt"}']
+    outs = []
+    for flag in ([], ["--no-macro-step"]):
+        report, rows = tmp_path / f"r{len(outs)}.json", tmp_path / f"r{len(outs)}.jsonl"
+        assert main([*args, *flag, "--report-json", str(report), "--per-request-jsonl", str(rows)]) == 0
+        outs.append((report.read_bytes(), rows.read_bytes()))
+    assert outs[0] == outs[1]  # macro-stepped and pass by pass: the same bytes
+    lines = [json.loads(line) for line in outs[0][1].decode().splitlines()]
+    history = [h for row in lines for h in row["routing_history"]]
+    assert len(history) == 400 and all(row["terminal_status"] == "completed" for row in lines)
+    queued = [h for h in history if h["outcome"] == "queued"]
+    assert queued and all(h["queue_wait_ms"] > 0 for h in queued)
+    assert all(h["outcome"] == "immediate" and h["queue_wait_ms"] == 0 for h in history if h not in queued)
