@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from enum import Enum, IntEnum
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import msgpack
 from pydantic import TypeAdapter, ValidationError
@@ -407,6 +407,3 @@ def decode(payload: bytes, validate: bool = False) -> list[Envelope]:
                 raise DecodeError(f"invalid {type(env.msg).__name__}: {loc}: {first['msg']}") from None
     return out
 
-
-Handler = Callable[[float, Message], None]
-"""A component's message entry point: `(now_ms, message)`."""

@@ -115,9 +115,6 @@ class PlaneEndpoint:
         """Set who receives `publish(topic, ...)` (addresses anywhere in the cluster)."""
         self._subscribers[topic] = addresses
 
-    def subscribers(self, topic: Topic) -> tuple[int, ...]:
-        return self._subscribers.get(topic, ())
-
     def _link(self, topic: Topic, src: int, dst: int) -> Link:
         key = (topic, src, dst)
         link = self._links.get(key)

@@ -197,18 +197,21 @@ class RouterHost:
 
     # ------------------------------------------------------------------ event plane in
 
+    def _deaf_to(self, worker_id: int, dp_rank: int) -> bool:
+        """Stream messages of this slot change nothing: no KV router, or the worker is gone."""
+        return self.kv_router is None or self._gidx.get((worker_id, dp_rank)) in self._down
+
     def on_kv_batch(self, now: float, batch: KvBatchMsg) -> None:
-        if self.kv_router is None or self._gidx.get((batch.worker_id, batch.dp_rank)) in self._down:
+        if self._deaf_to(batch.worker_id, batch.dp_rank):
             return
         self._now = now
         self.subscriber.on_batch(batch)
 
     def on_metrics(self, now: float, msg: LoadMetricsMsg) -> None:
-        if self.kv_router is None:
-            return
         m = msg.metrics
-        if self._gidx.get((m.worker_id, m.dp_rank)) in self._down:
+        if self._deaf_to(m.worker_id, m.dp_rank):
             return
+        assert self.kv_router is not None
         self._now = now
         if self.uses_load_metrics:
             self.kv_router.on_load_metrics(m)
@@ -216,7 +219,7 @@ class RouterHost:
             self.subscriber.on_heartbeat(m.worker_id, m.dp_rank, msg.kv_seq)
 
     def on_replay(self, now: float, reply: ReplayReplyMsg) -> None:
-        if self.kv_router is None or self._gidx.get((reply.worker_id, reply.dp_rank)) in self._down:
+        if self._deaf_to(reply.worker_id, reply.dp_rank):
             return
         self._now = now
         self.subscriber.on_replay(reply)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from cluster.replay import _Progress
 from cluster.eventplane import KvBatchMsg
 from cluster.report import format_table, write_per_request_jsonl, write_report_json
-from cluster.runtime import RuntimeError_, run
+from cluster.runtime import RuntimeSetupError, run
 from cluster.scenario import ScenarioError, load_scenario
 from cluster.scenario_report import build_report
 from cluster.shard import RunResult
@@ -71,7 +71,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
         wall_ms = (time.perf_counter() - started) * 1000.0
         if progress is not None:
             progress.close()
-    except (ScenarioError, RuntimeError_) as exc:
+    except (ScenarioError, RuntimeSetupError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     report = build_report(world, result, control)

@@ -32,7 +32,6 @@ from actors.engine.records import RequestRecord
 from cluster.control import ControlHost
 from cluster.eventplane import CONTROL_ADDR, Envelope, Topic, decode, encode
 from cluster.links import LinkCounters
-from cluster.nodehost import RankSpec
 from cluster.shard import NodeShardResult, RunResult, Shard
 from cluster.simulation import SimulationSetup, finish_run, run_local
 
@@ -41,7 +40,7 @@ REQUEST_TOPICS = (Topic.REQUESTS, Topic.KV_REPLAY)
 RESPONSE_TOPICS = (Topic.RESPONSES, Topic.KV_EVENTS, Topic.METRICS, Topic.KV_REPLAY, Topic.CONTROL)
 
 
-class RuntimeError_(RuntimeError):
+class RuntimeSetupError(RuntimeError):
     """The run cannot use this runtime as configured (one line for the user)."""
 
 
@@ -51,7 +50,7 @@ def assign_shards(node_of_rank: Sequence[str], shards: int) -> list[list[int]]:
     for g, node in enumerate(node_of_rank):
         ranks_of.setdefault(node, []).append(g)
     if shards > len(ranks_of):
-        raise RuntimeError_(f"--shards {shards}: only {len(ranks_of)} node(s) host workers; shards hold whole nodes")
+        raise RuntimeSetupError(f"--shards {shards}: only {len(ranks_of)} node(s) host workers; shards hold whole nodes")
     loads = [0] * shards
     out: list[list[int]] = [[] for _ in range(shards)]
     for node in sorted(ranks_of, key=lambda n: (-len(ranks_of[n]), n)):
@@ -121,7 +120,7 @@ class _Shards:
             ready, _ = self.ray.wait([self._serving[k]], timeout=0)
             if ready:
                 self.ray.get(ready[0])  # raises the actor's error
-                raise RuntimeError_(f"node shard {k} stopped answering")
+                raise RuntimeSetupError(f"node shard {k} stopped answering")
         data: bytes = sock.recv()
         return data
 
@@ -150,11 +149,11 @@ def run_ray(setup: SimulationSetup, node_of_rank: Sequence[str], shards: int = 1
             channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
     """Run `setup` with its nodes spread over `shards` Ray actors (see the module docstring)."""
     if setup.policy is not None:
-        raise RuntimeError_("the Ray runtime routes with a KvRouter (custom policies run on the Local runtime)")
+        raise RuntimeSetupError("the Ray runtime routes with a KvRouter (custom policies run on the Local runtime)")
     l_req = setup.plane.min_latency_ms(REQUEST_TOPICS)
     l_resp = setup.plane.min_latency_ms(RESPONSE_TOPICS)
     if l_req + l_resp <= 0.0:
-        raise RuntimeError_("the Ray runtime needs event-plane latency > 0 (event_plane.latency_ms): shards "
+        raise RuntimeSetupError("the Ray runtime needs event-plane latency > 0 (event_plane.latency_ms): shards "
                             "synchronise in windows as long as the smallest cross-shard latency")
     groups = assign_shards(node_of_rank, shards)
     shard_of_addr = {CONTROL_ADDR: -1}
@@ -247,4 +246,4 @@ def _unpack_reply(payload: bytes) -> tuple[list[Envelope], float | None, float |
     return (decode(out) if out else []), nxt, bnd, n
 
 
-__all__ = ["assign_shards", "run", "run_ray", "RankSpec"]
+__all__ = ["assign_shards", "run", "run_ray"]

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from actors.engine.config import EngineConfig
+from actors.engine.config import EngineConfig, describe_validation_error
 from cluster.plane import EventPlaneConfig
 from cluster.virtualization import VirtualizationConfig
 from cluster.workload import SyntheticSpec
@@ -293,22 +293,11 @@ class LoadedScenario:
         raise ScenarioError(f"{self.path}: {what}: file not found: {relative}")
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False)[:3]:
-        loc = ".".join(str(x) for x in err["loc"] if not _is_union_tag(x))
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-def _is_union_tag(part: object) -> bool:
-    """Pydantic puts union member names into error locations; users never wrote them."""
-    return isinstance(part, str) and (part.endswith("Fault") or part in {
-        "roofline", "polynomial", "fixed", "interpolated", "external", "constant", "uniform", "normal",
-        "lognormal", "exponential", "default", "mig", "hami-core", "fractional", "cambricon-dynamic-smlu",
-        "cambricon-env-share"})
+_UNION_TAGS = frozenset({
+    "KillNodeFault", "KillWorkerFault", "PartitionFault", "roofline", "polynomial", "fixed", "interpolated",
+    "external", "constant", "uniform", "normal", "lognormal", "exponential", "default", "mig", "hami-core",
+    "fractional", "cambricon-dynamic-smlu", "cambricon-env-share"})
+"""Union member names pydantic puts into error locations (see `describe_validation_error`)."""
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
@@ -332,7 +321,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(f"{p}: {_describe(exc)}") from None
+        raise ScenarioError(describe_validation_error(exc, str(p), _UNION_TAGS, limit=3)) from None
     except ValueError as exc:  # router config errors raised outside pydantic's wrapper
         raise ScenarioError(f"{p}: {exc}") from None
     return LoadedScenario(scenario, p)

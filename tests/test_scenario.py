@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cluster.runtime import RuntimeError_, assign_shards, run_ray
+from cluster.runtime import RuntimeSetupError, assign_shards, run_ray
 from cluster.scenario import ScenarioError, load_scenario
 from cluster.world import build_world
 from tests.scenario_helpers import BASE, scenario, world_of, write
@@ -19,7 +19,7 @@ def _dep(**fields: Any) -> list[dict[str, Any]]:
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
-    (scenario(colour="blue"), "colour: unknown field"),
+    (scenario(colour="blue"), "colour: unknown key"),
     (scenario(deployments=_dep(replicas=0)), "deployments.0.replicas"),
     (scenario(deployments=_dep(role="prefill")), "disaggregated"),
     (scenario(deployments=_dep(engine={"block_size": 16, "num_gpu_blockz": 5})), "deployments.0.engine.num_gpu_blockz"),
@@ -134,13 +134,13 @@ def test_shards_hold_whole_nodes_balanced_by_ranks() -> None:
     # c (3 ranks) -> shard 0, a (2) -> 1, b (1) -> 1, d (1) -> the lighter, ties to the lower: 0
     assert assign_shards(nodes, 2) == [[3, 4, 5, 6], [0, 1, 2]]
     assert sorted(g for s in assign_shards(nodes, 4) for g in s) == list(range(7))
-    with pytest.raises(RuntimeError_, match="only 4 node"):
+    with pytest.raises(RuntimeSetupError, match="only 4 node"):
         assign_shards(nodes, 5)
 
 
 def test_ray_runtime_refuses_a_zero_latency_plane(tmp_path: Path) -> None:
     world = world_of(tmp_path, scenario(event_plane={"latency_ms": 0.0}))
-    with pytest.raises(RuntimeError_, match="latency > 0"):
+    with pytest.raises(RuntimeSetupError, match="latency > 0"):
         run_ray(world.setup, world.node_of_rank, 2)
 
 

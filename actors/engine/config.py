@@ -111,16 +111,26 @@ class ConfigError(ValueError):
     """Bad user configuration; the message is one line naming the field."""
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: `source: field.path: message`; the first line is the headline."""
+_TIMING_TAGS = frozenset({"polynomial", "fixed", "interpolated", "external"})
+
+
+def describe_validation_error(exc: ValidationError, source: str, union_tags: frozenset[str] = _TIMING_TAGS,
+                              limit: int | None = None) -> str:
+    """One line: `source: field.path: message; ...` (the first problem is the headline).
+
+    `union_tags` are location parts pydantic adds for union members (a discriminator value or
+    a member class name): users never wrote them, so they are left out of field paths.
+    `limit` keeps the first problems and counts the rest.
+    """
+    errors = exc.errors(include_url=False)
+    shown = errors if limit is None else errors[:limit]
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and x in {"polynomial", "fixed", "interpolated", "external"}))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+    for err in shown:
+        loc = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and x in union_tags))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return f"{source}: " + "; ".join(parts)
+    more = len(errors) - len(shown)
+    return f"{source}: " + "; ".join(parts) + (f" (and {more} more)" if more else "")
 
 
 def parse_engine_args(raw: str | None, source: str = "--extra-engine-args") -> EngineConfig:
