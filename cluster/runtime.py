@@ -80,7 +80,13 @@ class _Shards:
         if not ray.is_initialized():
             if address is None and os.environ.get("RAY_ADDRESS"):
                 address = "auto"
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # connection, authentication: one line for the user
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                where = f"at {address}" if address else "locally"
+                raise RuntimeSetupError(f"cannot start or join Ray {where}: {first} (with token authentication, "
+                                        "export RAY_AUTH_MODE=token; see the README)") from None
         from actors.hosts import NodeShardHost
 
         actor_cls: Any = ray.remote(num_cpus=0)(NodeShardHost)
