@@ -15,7 +15,7 @@ import zmq
 
 from actors.engine.events import KvEvent, KvEventData
 from cluster.vllm_wire import EventStyle, offset_endpoint
-from cluster.zmq_transport import Slot, ZmqKvPublisher, _Context
+from cluster.zmq_transport import Slot, ZmqContext, ZmqKvPublisher
 
 
 def group_kv_events(events: Sequence[KvEvent]) -> list[tuple[Slot, float, list[KvEventData]]]:
@@ -64,7 +64,7 @@ class KvZmqMirror:
         buffer_steps: int = 10_000,
         hwm: int = 100_000,
         bind: bool | None = None,
-        context: _Context | None = None,
+        context: ZmqContext | None = None,
     ) -> None:
         if not slots:
             raise ValueError("a mirror needs at least one slot")
@@ -74,7 +74,7 @@ class KvZmqMirror:
         self._event_style: EventStyle = event_style
         self._medium = medium
         self._owns_context = context is None
-        self._ctx: _Context = zmq.Context() if context is None else context
+        self._ctx: ZmqContext = zmq.Context() if context is None else context
         self._closed = False
         self._publishers: dict[Slot, ZmqKvPublisher] = {}
         try:

@@ -13,6 +13,7 @@ HOST_MODULES = {
     "cluster/runtime.py",
     "cluster/replay.py",
     "cluster/zmq_transport.py",
+    "cluster/zmq_subscriber.py",
     "cluster/zmq_mirror.py",
     "cluster/metrics.py",
     "cluster/cluster_cmd.py",

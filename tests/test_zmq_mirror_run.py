@@ -13,7 +13,7 @@ from cluster.scenario import load_scenario
 from cluster.simulation import run_local
 from cluster.world import build_world
 from cluster.zmq_mirror import KvZmqMirror
-from cluster.zmq_transport import ZmqKvSubscriber
+from cluster.zmq_subscriber import ZmqKvSubscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,8 @@ from actors.engine.events import KvCleared, KvEvent, KvEventData, KvRemoved, KvS
 from actors.engine.hashing import local_hash
 from cluster.vllm_wire import REPLAY_END_SEQ, decode_vllm_batch, encode_vllm_batch, parse_seq, seq_bytes
 from cluster.zmq_mirror import KvZmqMirror, group_kv_events
-from cluster.zmq_transport import ReceivedBatch, ZmqKvPublisher, ZmqKvSubscriber
+from cluster.zmq_subscriber import ReceivedBatch, ZmqKvSubscriber
+from cluster.zmq_transport import ZmqKvPublisher
 
 LOOPBACK = "tcp://127.0.0.1:0"
 DEADLINE_S = 2.0
