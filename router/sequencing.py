@@ -30,6 +30,7 @@ whose `now_ms >= t + L`; events released together go in (t + L, arrival) order.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -38,6 +39,10 @@ from actors.engine.events import KvEvent
 from router.index import PrefixIndex
 
 SlotKey = tuple[int, int]
+
+MAX_UNDRAINED_GAP_REPORTS = 4096
+"""Gap reports kept until `take_gap_reports`; older ones are dropped (the counters still count
+them), so a host that recovers at the batch level and never drains them holds bounded memory."""
 
 
 class Delivery(Enum):
@@ -74,7 +79,7 @@ class EventSequencer:
         fast path: a caller that sees `event_id == expected[key]` may store `event_id + 1`
         itself instead of calling `accept` (same effect, no call overhead)."""
         self._missing: dict[SlotKey, set[int]] = {}
-        self._reports: list[GapReport] = []
+        self._reports: deque[GapReport] = deque(maxlen=MAX_UNDRAINED_GAP_REPORTS)
         self.num_gaps = 0
         """Gap occurrences (each jump forward counts once, whatever its width)."""
         self.num_duplicates = 0
@@ -145,8 +150,10 @@ class EventSequencer:
         return sum(len(m) for m in self._missing.values())
 
     def take_gap_reports(self) -> list[GapReport]:
-        """Drain the gap reports recorded since the last call (for replay requests or resync)."""
-        out, self._reports = self._reports, []
+        """Drain the gap reports recorded since the last call (for replay requests or resync); at
+        most the newest `MAX_UNDRAINED_GAP_REPORTS`."""
+        out = list(self._reports)
+        self._reports.clear()
         return out
 
 

@@ -14,7 +14,7 @@ from router.config import KvRouterConfig, parse_router_mode
 from router.load import LoadTracker
 from router.policies import RouterQueue, pick_softmax
 from router.router import KvRouter
-from router.sequencing import Delivery, EventSequencer
+from router.sequencing import MAX_UNDRAINED_GAP_REPORTS, Delivery, EventSequencer
 
 BS = 64
 
@@ -131,6 +131,18 @@ def test_sequence_gaps_late_and_duplicates() -> None:
     st_ = r.stats()
     assert (st_.events_applied, st_.event_gaps, st_.events_missing, st_.events_duplicate, st_.events_unknown_worker) == (2, 1, 1, 1, 1)
     assert r.take_gap_reports()[0].first == 1
+
+
+def test_undrained_gap_reports_are_bounded_but_still_counted() -> None:
+    seq = EventSequencer()
+    seq.register(0, 1)
+    n = MAX_UNDRAINED_GAP_REPORTS + 10
+    for i in range(n):
+        assert seq.accept(0, 0, 2 * i + 1) is Delivery.GAP  # every other id skipped
+    reports = seq.take_gap_reports()
+    assert seq.num_gaps == n and seq.num_missing == n
+    assert len(reports) == MAX_UNDRAINED_GAP_REPORTS and reports[-1].seen == 2 * n - 1
+    assert seq.take_gap_reports() == []
 
 
 def test_queue_threshold_release_order_and_cap() -> None:
