@@ -53,6 +53,21 @@ def chain_hash(parent: int | None, local: int) -> int:
     return _xxh3(_PAIR.pack(parent, local), seed=XXH3_SEED)
 
 
+def _chain_of_uniform(parent: int | None, local: int, count: int) -> list[int]:
+    """Sequence hashes of `count` consecutive blocks that all have local hash `local`
+    (`chain_hash` unrolled: this runs once per engine block of every new trace block)."""
+    chain: list[int] = []
+    if parent is None:
+        parent = local
+        chain.append(local)
+        count -= 1
+    pack, xxh3 = _PAIR.pack, _xxh3
+    for _ in range(count):
+        parent = xxh3(pack(parent, local), seed=XXH3_SEED)
+        chain.append(parent)
+    return chain
+
+
 _GEN_A = 0x9E3779B1
 _GEN_B = 0x85EBCA77
 
@@ -117,11 +132,7 @@ class PromptHasher:
             entry = node.get(hid)
             if entry is None:
                 local = self._uniform(trace_token_id(hid))
-                chain = []
-                for _ in range(per):
-                    parent = chain_hash(parent, local)
-                    chain.append(parent)
-                entry = (chain, local, {})
+                entry = (_chain_of_uniform(parent, local, per), local, {})
                 node[hid] = entry
             chain, local, children = entry
             take = num_full - len(seqs)
