@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.engine.macro import boundary_crossings, crossing_passes
 from actors.engine.records import RequestRecord
 from cluster.simulation import SimulationResult
 from tests.engine_helpers import replay
@@ -129,3 +130,13 @@ def test_arrival_exactly_at_a_pass_end_inside_a_run() -> None:
     assert_equivalent(macro, single)
     b = macro.records[1]
     assert b.first_admit_ms == t
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=12), st.integers(1, 64), st.integers(1, 200),
+       st.integers(0, 200))
+@settings(max_examples=200, deadline=None)
+def test_crossing_passes_are_the_passes_of_boundary_crossings(computed0: list[int], block_size: int, first: int,
+                                                             span: int) -> None:
+    last = first + span - 1
+    expected = sorted({j for j, _ in boundary_crossings(computed0, block_size, first, last)})
+    assert crossing_passes(computed0, block_size, first, last).tolist() == expected

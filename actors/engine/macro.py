@@ -99,6 +99,8 @@ def crossing_passes(computed0: list[int], block_size: int, first_pass: int, last
     if last_pass < first_pass:
         return np.zeros(0, dtype=np.int64)
     c = np.asarray(computed0, dtype=np.int64)
-    residues = np.union1d((1 - c) % block_size, (-c) % block_size)
+    crossing = np.zeros(block_size, dtype=bool)  # by pass residue mod block_size (cheaper than np.isin)
+    crossing[(1 - c) % block_size] = True
+    crossing[(-c) % block_size] = True
     passes = np.arange(first_pass, last_pass + 1, dtype=np.int64)
-    return passes[np.isin(passes % block_size, residues)]
+    return passes[crossing[passes % block_size]]
