@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from actors.engine.events import KvEvent
 from cluster.eventplane import KvBatchMsg, KvSnapshot, ReplayReplyMsg
 
 SlotKey = tuple[int, int]
@@ -55,9 +56,9 @@ class KvPublisher:
         """Seq of the last batch published; -1 before the first."""
         return self.next_seq - 1
 
-    def batch(self, t_ms: float, events: tuple[object, ...]) -> KvBatchMsg:
+    def batch(self, t_ms: float, events: tuple[KvEvent, ...]) -> KvBatchMsg:
         """Number the next batch and keep it for replays."""
-        b = KvBatchMsg(self.worker_id, self.dp_rank, self.next_seq, t_ms, events)  # type: ignore[arg-type]
+        b = KvBatchMsg(self.worker_id, self.dp_rank, self.next_seq, t_ms, events)
         self.next_seq += 1
         self._buffer.append(b)
         return b
