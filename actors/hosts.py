@@ -8,25 +8,14 @@ inbound) -> reply`, over one of two channels:
   endpoint; `serve()` then answers steps on that socket until told to stop. A window
   costs one socket round trip (~0.1-0.3 ms) instead of a Ray call (~1-3 ms), which is
   what keeps a run with tens of thousands of windows close to the Local runtime.
-Payloads are msgpack: step = [horizon, encoded envelopes]; reply = [encoded outbox,
-next event ms, response bound ms, events processed].
+Payloads are the window protocol of `cluster.shard` (`Shard.step`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import msgpack
-
-from cluster.eventplane import decode, encode
-from cluster.shard import NodeShardResult, Shard, ShardPlan
-
-_STOP = b"stop"
-
-
-def _finite(x: float) -> float | None:
-    return None if math.isinf(x) else x
+from cluster.shard import STOP, NodeShardResult, Shard, ShardPlan
 
 
 class NodeShardHost:
@@ -42,17 +31,8 @@ class NodeShardHost:
         return len(self.shard.plan.ranks)
 
     def step(self, payload: bytes) -> bytes:
-        """Inject the inbound envelopes, process every event before the horizon, reply."""
-        horizon, inbound = msgpack.unpackb(payload)
-        shard = self.shard
-        if inbound:
-            shard.inject(decode(inbound))
-        shard.advance(math.inf if horizon is None else horizon)
-        out = shard.take_outbox()
-        reply = [encode(out) if out else b"", _finite(shard.next_event_ms()),
-                 _finite(shard.nodes.response_bound_ms(math.inf if horizon is None else horizon)),
-                 shard.loop.num_events]
-        return msgpack.packb(reply, use_bin_type=True)  # type: ignore[no-any-return]
+        """One window (`Shard.step`)."""
+        return self.shard.step(payload)
 
     def open_channel(self, host: str) -> str:
         """Bind the ZMQ channel on `host` (this node's IP); returns the endpoint to connect to."""
@@ -71,8 +51,8 @@ class NodeShardHost:
         served = 0
         while True:
             msg = sock.recv()
-            if msg == _STOP:
-                sock.send(_STOP)
+            if msg == STOP:
+                sock.send(STOP)
                 break
             sock.send(self.step(msg))
             served += 1

@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 from actors.engine.records import RequestRecord
 from cluster.control import ControlHost
-from cluster.eventplane import CONTROL_ADDR, Envelope, Topic, decode, encode
+from cluster.eventplane import CONTROL_ADDR, Envelope, Topic
 from cluster.links import LinkCounters
-from cluster.shard import NodeShardResult, RunResult, Shard
+from cluster.shard import STOP, NodeShardResult, RunResult, Shard, decode_reply, encode_step
 from cluster.simulation import SimulationSetup, finish_run, run_local
 
 Channel = Literal["zmq", "ray"]
@@ -133,7 +133,7 @@ class _Shards:
     def finish(self) -> list[NodeShardResult]:
         if self.channel == "zmq":
             for sock in self._sockets:
-                sock.send(b"stop")
+                sock.send(STOP)
             for sock in self._sockets:
                 sock.recv()
                 sock.close()
@@ -198,10 +198,8 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_of_a
     bound = [inf] * num_shards
     inbound: list[list[Envelope]] = [[] for _ in range(num_shards)]
     # A first empty window tells the coordinator what each shard has queued (faults, ...).
-    for k, payload in pool.step({k: _step_payload(0.0, []) for k in range(num_shards)}).items():
-        _, nxt, bnd, _ = _unpack_reply(payload)
-        next_event[k] = inf if nxt is None else nxt
-        bound[k] = inf if bnd is None else bnd
+    for k, payload in pool.step({k: encode_step(0.0, []) for k in range(num_shards)}).items():
+        _, next_event[k], bound[k] = decode_reply(payload)
     control_h = 0.0
     windows = 0
     while True:
@@ -215,15 +213,13 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_of_a
                 s = min(s, min(bound[k], first_in) + l_resp)
         s = max(s, control_h)
         horizon = s + l_req
-        work = {k: _step_payload(horizon, inbound[k]) for k in range(num_shards)
+        work = {k: encode_step(horizon, inbound[k]) for k in range(num_shards)
                 if inbound[k] or next_event[k] < horizon}
         inbound = [[] for _ in range(num_shards)]
         replies = pool.step(work)
         arrivals: list[Envelope] = []
         for k, payload in replies.items():
-            out, nxt, bnd, _ = _unpack_reply(payload)
-            next_event[k] = inf if nxt is None else nxt
-            bound[k] = inf if bnd is None else bnd
+            out, next_event[k], bound[k] = decode_reply(payload)
             arrivals.extend(out)
         if arrivals:
             control_shard.inject(arrivals)
@@ -235,21 +231,6 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_of_a
                 and control_shard.next_event_ms() == inf)
         if idle:
             return windows
-
-
-def _step_payload(horizon: float, inbound: list[Envelope]) -> bytes:
-    import msgpack
-
-    data: bytes = msgpack.packb([None if math.isinf(horizon) else horizon, encode(inbound) if inbound else b""],
-                                use_bin_type=True)
-    return data
-
-
-def _unpack_reply(payload: bytes) -> tuple[list[Envelope], float | None, float | None, int]:
-    import msgpack
-
-    out, nxt, bnd, n = msgpack.unpackb(payload)
-    return (decode(out) if out else []), nxt, bnd, n
 
 
 __all__ = ["assign_shards", "run", "run_ray"]

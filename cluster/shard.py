@@ -9,7 +9,10 @@ Ray runtime builds a control shard in the driver and node shards in Ray actors. 
 the same report because every event's same-instant order key is derived from its own
 component (see `cluster.plane` and `cluster.nodehost`).
 
-`ShardPlan` is the picklable description a node shard is built from.
+`ShardPlan` is the picklable description a node shard is built from. The window protocol
+between the coordinator and a remote node shard is here too: msgpack payloads, step =
+`[horizon_ms, encoded inbound envelopes]`, reply = `[encoded outbox, next event ms,
+response bound ms]`, infinity as None (`encode_step` / `Shard.step` / `decode_reply`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import msgpack
+
 from actors.engine.events import KvEvent
 from actors.engine.records import GapLog, RequestRecord
 from cluster.clock import EventLoop
 from cluster.control import ControlHost
-from cluster.eventplane import CONTROL_ADDR, Envelope, Message, Topic
+from cluster.eventplane import CONTROL_ADDR, Envelope, Message, Topic, decode, encode
 from cluster.links import LinkCounters, Partition
 from cluster.nodehost import HostOptions, NodeHost, RankKill, RankSpec, RankStats
 from cluster.plane import EventPlaneConfig, PlaneEndpoint
@@ -118,6 +123,20 @@ class Shard:
     def take_outbox(self) -> list[Envelope]:
         return self.plane.take_outbox()
 
+    def step(self, payload: bytes) -> bytes:
+        """One window of a remote node shard: inject the inbound envelopes, process every event
+        before the horizon, reply with the outbox, the next event time and the response bound."""
+        horizon_ms, inbound = msgpack.unpackb(payload)
+        horizon_ms = math.inf if horizon_ms is None else horizon_ms
+        if inbound:
+            self.inject(decode(inbound))
+        self.advance(horizon_ms)
+        out = self.take_outbox()
+        reply = [encode(out) if out else b"", _finite(self.next_event_ms()),
+                 _finite(self.nodes.response_bound_ms(horizon_ms))]
+        data: bytes = msgpack.packb(reply, use_bin_type=True)
+        return data
+
     def next_event_ms(self) -> float:
         t = self.loop.peek_ms()
         return math.inf if t is None else t
@@ -126,3 +145,25 @@ class Shard:
         self.nodes.finalize()
         return NodeShardResult(self.nodes.rank_stats(), self.gaps, self.nodes.kv.collected,
                                self.plane.counters, self.loop.num_events, self.loop.now_ms)
+
+
+# ---------------------------------------------------------------------- window protocol
+
+STOP = b"stop"
+"""Ends a node shard's serving loop on the ZMQ channel; echoed back as the acknowledgement."""
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isinf(x) else x
+
+
+def encode_step(horizon_ms: float, inbound: list[Envelope]) -> bytes:
+    """The coordinator's step payload for `Shard.step`."""
+    data: bytes = msgpack.packb([_finite(horizon_ms), encode(inbound) if inbound else b""], use_bin_type=True)
+    return data
+
+
+def decode_reply(payload: bytes) -> tuple[list[Envelope], float, float]:
+    """`(outbox, next event ms, response bound ms)` of a `Shard.step` reply (inf: none)."""
+    out, nxt, bound = msgpack.unpackb(payload)
+    return (decode(out) if out else []), (math.inf if nxt is None else nxt), (math.inf if bound is None else bound)
