@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from actors.engine.config import ConfigError, EngineConfig, describe_validation_error, parse_engine_args
 from actors.engine.records import RequestRecord, TerminalStatus
-from cluster.report import build_summary, format_table, write_per_request_jsonl, write_report_json
+from cluster.report import (build_summary, format_table, simulated_tokens_per_wall_s, write_per_request_jsonl,
+                            write_report_json)
 from cluster.simulation import ReplaySimulation, SimulationResult
 from cluster.workload import SyntheticSpec, Workload, WorkloadError, load_mooncake, synthesize
 from router.config import KvRouterConfig
@@ -152,7 +153,7 @@ def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRe
     workload, description = load_workload(args, engine)
     check_fits(workload, engine)
 
-    progress = None if args.no_progress else _Progress(workload.num_requests)
+    progress = None if args.no_progress else Progress(workload.num_requests)
     started = time.perf_counter()
     sim = ReplaySimulation(
         workload, engine, args.num_workers, concurrency=args.replay_concurrency, kv_router=kv_router,
@@ -190,7 +191,7 @@ def assemble_report(args: argparse.Namespace, engine: EngineConfig, result: Simu
     }
 
 
-class _Progress:
+class Progress:
     """tqdm on stderr, shown only once a run has taken a second."""
 
     def __init__(self, total: int) -> None:
@@ -221,8 +222,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim replay") -> 
     summary = dict(report["summary"])
     summary["wall_time_ms"] = wall_ms
     print(format_table(summary))
-    sim_tokens = (summary.get("total_input_tokens") or 0) + (summary.get("total_output_tokens") or 0)
-    print(f"Simulated tokens per wall second: {sim_tokens / max(wall_ms / 1000.0, 1e-9):,.0f}")
+    print(f"Simulated tokens per wall second: {simulated_tokens_per_wall_s(summary, wall_ms):,.0f}")
     if args.report_json is not None:
         args.report_json.parent.mkdir(parents=True, exist_ok=True)
         write_report_json(report, args.report_json)

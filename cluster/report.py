@@ -231,6 +231,13 @@ def format_value(value: object) -> str:
     return "N/A"
 
 
+def simulated_tokens_per_wall_s(summary: Mapping[str, object], wall_ms: float) -> float:
+    """Input plus output tokens of the run per wall-clock second (the CLIs' speed figure)."""
+    tokens = sum(v for k in ("total_input_tokens", "total_output_tokens")
+                 if isinstance(v := summary.get(k), int | float))
+    return tokens / max(wall_ms / 1000.0, 1e-9)
+
+
 def format_table(summary: Mapping[str, object]) -> str:
     """An AIPerf-style table of `summary` (as `build_summary` returns), no trailing newline.
 

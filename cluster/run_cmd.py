@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from cluster.replay import _Progress
 from cluster.eventplane import KvBatchMsg
-from cluster.report import format_table, write_per_request_jsonl, write_report_json
+from cluster.replay import Progress
+from cluster.report import format_table, simulated_tokens_per_wall_s, write_per_request_jsonl, write_report_json
 from cluster.runtime import RuntimeSetupError, run
 from cluster.scenario import ScenarioError, load_scenario
 from cluster.scenario_report import build_report
@@ -60,7 +60,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
         if mirror_kv and runtime != "local":
             raise ScenarioError("--zmq-kv-events works with the Local runtime only")
         world = build_world(loaded, macro_step=not args.no_macro_step, mirror_kv=mirror_kv)
-        progress = None if args.no_progress else _Progress(world.setup.workload.num_requests)
+        progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
         on_done = progress.update_one if progress else None
         started = time.perf_counter()
         if mirror_kv:
@@ -80,10 +80,9 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
     summary = dict(report["summary"])
     summary["wall_time_ms"] = wall_ms
     print(format_table(summary))
-    sim_tokens = (summary.get("total_input_tokens") or 0) + (summary.get("total_output_tokens") or 0)
     where = f"ray, {shards} shard{'s' if shards != 1 else ''}" if runtime == "ray" else "local"
     print(f"Runtime: {where}; {result.num_events:,} events in {wall_ms / 1000:.2f} s wall; "
-          f"{sim_tokens / max(wall_ms / 1000.0, 1e-9):,.0f} simulated tokens per wall second")
+          f"{simulated_tokens_per_wall_s(summary, wall_ms):,.0f} simulated tokens per wall second")
     _print_plane(report)
     out_dir = args.output_dir if args.output_dir is not None else Path(sc.outputs.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
