@@ -195,10 +195,7 @@ class NodeHost:
                                requested_output_length=msg.output_length, arrival_ms=msg.dispatched_ms,
                                dispatched_ms=msg.dispatched_ms, worker_id=msg.worker_id, dp_rank=msg.dp_rank)
         if not self._alive[i]:
-            record.terminal_status = TerminalStatus.FAILED
-            record.reject_reason = "worker is down"
-            record.terminal_ms = now
-            self._respond_terminal(now, i, record)
+            self._end_on_arrival(now, i, record, TerminalStatus.FAILED, "worker is down")
             return
         rank = self.ranks[i]
         given = None if msg.block_hashes is None or msg.local_hashes is None else (msg.block_hashes, msg.local_hashes)
@@ -209,16 +206,20 @@ class NodeHost:
             self._arm_finish(i, new_end)
         reason = rank.submit(req)
         if reason is not None:
-            record.terminal_status = TerminalStatus.REJECTED
-            record.reject_reason = reason
-            record.terminal_ms = now
-            self._respond_terminal(now, i, record)
+            self._end_on_arrival(now, i, record, TerminalStatus.REJECTED, reason)
             return
         if self.options.publish_metrics:
             self._publish_metrics(now, i)
         self._wake(i, now)
 
     # ------------------------------------------------------------------ responses out
+
+    def _end_on_arrival(self, now: float, i: int, record: RequestRecord, status: TerminalStatus,
+                        reason: str) -> None:
+        record.terminal_status = status
+        record.reject_reason = reason
+        record.terminal_ms = now
+        self._respond_terminal(now, i, record)
 
     def _respond_terminal(self, now: float, i: int, rec: RequestRecord) -> None:
         status = rec.terminal_status
