@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.golden.cases import GOLDEN_DIR
 from tests.scenario_helpers import scenario, write
 
 pytestmark = pytest.mark.slow
@@ -97,6 +98,8 @@ def test_shipped_scenarios_are_byte_identical_on_local_and_ray(ray_head: dict[st
                                                                 name: str, workload: dict[str, Any]) -> None:
     path = _shipped(tmp_path, name, **workload)
     local = _run_cli(path, tmp_path / "local", None)
+    if name == "smoke.yaml":  # the golden of smoke on Ray with 2 shards is the Local golden
+        assert local[0] == (GOLDEN_DIR / "run-smoke.report.json").read_bytes()
     for shards in (1, 2, 4):
         ray_out = _run_cli(path, tmp_path / f"ray{shards}", ray_head, "--runtime", "ray", "--shards", str(shards))
         assert ray_out == local, f"{name}: {shards} shard(s)"
