@@ -15,6 +15,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/clustersim replay --num-workers 4 --report-json out/demo-report.json
 
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 typecheck: $(VENV)/.installed

@@ -1,38 +1,52 @@
-"""Ray actor shells: a node shard behind an actor (DESIGN §3, §9). No simulation logic here.
+"""Ray actor shells (DESIGN §3, §9): a thin host around a stepping object. No simulation logic here.
 
-`NodeShardHost` wraps a `cluster.shard.Shard` built from a `ShardPlan`. The coordinator
-(`cluster.runtime`) drives it window by window with one operation, `step(horizon,
-inbound) -> reply`, over one of two channels:
+`StepHost` builds its target from a picklable factory (a node shard: `cluster.runtime.shard.Shard`)
+and answers the coordinator's windows with one operation, `step(payload) -> reply`, over one of
+two channels:
 - "ray": each window is a Ray actor call (`step`);
-- "zmq": `open_channel()` binds a ZMQ PAIR socket on this node's IP and returns its
-  endpoint; `serve()` then answers steps on that socket until told to stop. A window
-  costs one socket round trip (~0.1-0.3 ms) instead of a Ray call (~1-3 ms), which is
-  what keeps a run with tens of thousands of windows close to the Local runtime.
-Payloads are the window protocol of `cluster.shard` (`Shard.step`).
+- "zmq": `open_channel()` binds a ZMQ PAIR socket on this node's IP and returns its endpoint;
+  `serve()` then answers steps on that socket until told to `STOP`. A window costs one socket
+  round trip (~0.1-0.3 ms) instead of a Ray call (~1-3 ms), which is what keeps a run with tens
+  of thousands of windows close to the Local runtime.
+The payloads are the target's business (`cluster.runtime.shard` defines the window protocol).
+Apply `ray.remote` where the actor is created (`cluster.runtime.ray`), not here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from cluster.shard import STOP, NodeShardResult, Shard, ShardPlan
+STOP = b"stop"
+"""Ends the serving loop on the ZMQ channel; echoed back as the acknowledgement."""
 
 
-class NodeShardHost:
-    """A node shard in a Ray actor (apply `ray.remote` in `cluster.runtime`, not here)."""
+class Steppable(Protocol):
+    """What a `StepHost` hosts."""
 
-    def __init__(self, plan: ShardPlan) -> None:
-        self.shard = Shard(plan, hosts_control=False)
+    def step(self, payload: bytes) -> bytes:
+        """Answer one window."""
+        ...
+
+    def result(self) -> Any:
+        """What the target hands back at the end of the run (picklable)."""
+        ...
+
+
+class StepHost:
+    """A `Steppable` in a Ray actor; see the module docstring."""
+
+    def __init__(self, factory: Callable[[], Steppable]) -> None:
+        self.target = factory()
         self._socket: Any = None
         self._context: Any = None
 
-    def ready(self) -> int:
-        """Number of ranks hosted (a cheap call that proves the actor started)."""
-        return len(self.shard.plan.ranks)
+    def ready(self) -> bool:
+        """A cheap call that proves the actor started."""
+        return True
 
     def step(self, payload: bytes) -> bytes:
-        """One window (`Shard.step`)."""
-        return self.shard.step(payload)
+        return self.target.step(payload)
 
     def open_channel(self, host: str) -> str:
         """Bind the ZMQ channel on `host` (this node's IP); returns the endpoint to connect to."""
@@ -60,6 +74,6 @@ class NodeShardHost:
         self._socket = None
         return served
 
-    def result(self) -> NodeShardResult:
-        """The shard's ranks, gaps, KV events and counters (end of run)."""
-        return self.shard.node_result()
+    def result(self) -> Any:
+        """The target's end-of-run result."""
+        return self.target.result()

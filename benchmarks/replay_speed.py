@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from actors.engine.config import EngineConfig
-from cluster.simulation import ReplaySimulation, SimulationResult
-from cluster.workload import SyntheticSpec, Workload, load_mooncake, synthesize
+from cluster.runtime.replay_sim import ReplaySimulation, SimulationResult
+from cluster.workload.model import Workload
+from cluster.workload.mooncake import load_mooncake
+from cluster.workload.synthetic import SyntheticSpec, synthesize
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
 

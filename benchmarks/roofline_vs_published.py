@@ -24,11 +24,11 @@ from typing import Callable
 
 import numpy as np
 
-from cluster.devicemap import auto_device_map
-from cluster.hardware import default_catalog
-from cluster.models import Dtype, get_model
-from cluster.roofline import RooflineParams, RooflineTiming, whole_card_vgpu
-from cluster.virtualization import VGpu
+from cluster.hardware.catalog import default_catalog
+from cluster.hardware.devicemap import auto_device_map
+from cluster.hardware.models import Dtype, get_model
+from cluster.hardware.roofline import RooflineParams, RooflineTiming, whole_card_vgpu
+from cluster.hardware.virtualization import VGpu
 
 
 @dataclass(frozen=True)

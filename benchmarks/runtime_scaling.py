@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.runtime import run
-from cluster.scenario import load_scenario
-from cluster.scenario_report import build_report
-from cluster.world import build_world
+from cluster.report.cluster import build_report
+from cluster.runtime.ray import run
+from cluster.scenario.load import load_scenario
+from cluster.scenario.world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 MOONCAKE = ROOT / "configs" / "scenarios" / "mooncake-kv16.yaml"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from cluster import cluster_cmd, replay, run_cmd
+from cluster.commands import replay, run, show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Replay a trace or a synthetic workload offline.")
     replay.add_arguments(replay_parser)
     replay_parser.set_defaults(func=lambda args: replay.run_from_args(args, "clustersim replay"))
-    cluster_cmd.add_parser(sub)
-    run_cmd.add_parser(sub)
+    show.add_parser(sub)
+    run.add_parser(sub)
     return parser
 
 

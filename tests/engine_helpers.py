@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from actors.engine.config import EngineConfig
-from cluster.simulation import ReplaySimulation, SimulationResult
-from cluster.workload import Session, Turn, Workload
+from cluster.runtime.replay_sim import ReplaySimulation, SimulationResult
+from cluster.workload.model import Session, Turn, Workload
 
 # (arrival_ms, input_tokens, output_tokens, hash_ids)
 Spec = tuple[float, int, int, Sequence[int]]

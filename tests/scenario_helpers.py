@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
-from cluster.runtime import run
-from cluster.scenario import load_scenario
-from cluster.scenario_report import build_report
-from cluster.world import World, build_world
+from cluster.report.cluster import build_report
+from cluster.runtime.ray import run
+from cluster.scenario.load import load_scenario
+from cluster.scenario.world import World, build_world
 
 BASE: dict[str, Any] = {
     "name": "tiny",

@@ -10,11 +10,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.engine.blocks import BlockPool
 from actors.engine.events import KvRemoved, KvStored
 from actors.engine.hashing import PromptHasher
+from actors.engine.kv.block_pool import BlockPool
 from actors.engine.records import RequestRecord
-from actors.engine.sequence import EngineRequest
+from actors.engine.request import EngineRequest
 
 
 def test_lru_evicts_head_first_and_release_appends_to_tail() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.clock import EventLoop, Priority, component_rng
+from cluster.sim.clock import EventLoop, Priority
+from cluster.sim.seeds import component_rng
 
 
 def test_same_time_order_is_priority_then_key_then_insertion() -> None:

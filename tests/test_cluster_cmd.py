@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import cluster_cmd
-from cluster.hardware import CONFIG_DIR
+from cluster.commands import show as cluster_cmd
+from cluster.hardware.catalog import CONFIG_DIR
 
 ACC = CONFIG_DIR / "accelerator"
 

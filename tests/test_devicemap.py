@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.devicemap import DeviceMapError, auto_device_map, gpu_capacity, num_gpu_blocks, parse_device_map
-from cluster.models import get_model
+from cluster.hardware.devicemap import DeviceMapError, auto_device_map, gpu_capacity, num_gpu_blocks, parse_device_map
+from cluster.hardware.models import get_model
 
 GiB, MiB = 1024**3, 1024**2
 CPU = 512 * GiB

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actors.engine.hashing import PromptHasher, chain_hash, local_hash, trace_token_id
-from actors.engine.timing import InterpolatedTiming, PolynomialTiming, batched_new_tokens
+from actors.engine.timing.models import InterpolatedTiming, PolynomialTiming, batched_new_tokens
 from tests.engine_helpers import replay, unique_ids
 
 CAP = 16384 * 64
@@ -161,7 +161,7 @@ def test_interpolated_model_rejects_bad_tables(tmp_path) -> None:  # type: ignor
 def test_token_synthesis_matches_the_per_token_definition() -> None:
     from actors.engine.hashing import generated_token_id
     from actors.engine.records import RequestRecord
-    from actors.engine.sequence import EngineRequest
+    from actors.engine.request import EngineRequest
 
     hasher = PromptHasher(64, 512)
     for salt in (0, 5, 123456789):

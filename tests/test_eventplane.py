@@ -9,9 +9,21 @@ from hypothesis import strategies as st
 
 from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored, LoadMetrics
 from actors.engine.records import TerminalStatus
-from cluster.eventplane import (CompletionMsg, DecodeError, Envelope, FirstTokenMsg, KvBatchMsg, KvSnapshot,
-                                LoadMetricsMsg, ReplayReplyMsg, ReplayRequestMsg, RequestMsg, Topic, WorkerDownMsg,
-                                decode, delivery_key, encode)
+from cluster.plane.codec import DecodeError, decode, encode
+from cluster.plane.messages import (
+    CompletionMsg,
+    Envelope,
+    FirstTokenMsg,
+    KvBatchMsg,
+    KvSnapshot,
+    LoadMetricsMsg,
+    ReplayReplyMsg,
+    ReplayRequestMsg,
+    RequestMsg,
+    Topic,
+    WorkerDownMsg,
+    delivery_key,
+)
 
 u64 = st.integers(0, 2**64 - 1)
 times = st.floats(0, 1e9, allow_nan=False, allow_infinity=False)

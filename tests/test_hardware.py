@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from cluster.accelerator import (AcceleratorFile, PluginConfig, device_id, device_share, format_slot,
-                                 load_accelerator, resource_slots, share_to_spec)
-from cluster.hardware import default_catalog
-from cluster.mig import max_instances
-from cluster.sizes import NumberFormat, format_amount, format_binary_size, parse_binary_size
+from cluster.hardware.accelerator import (
+    AcceleratorFile,
+    PluginConfig,
+    device_id,
+    device_share,
+    format_slot,
+    load_accelerator,
+    resource_slots,
+    share_to_spec,
+)
+from cluster.hardware.catalog import default_catalog
+from cluster.hardware.mig import max_instances
+from cluster.hardware.sizes import NumberFormat, format_amount, format_binary_size, parse_binary_size
 
 ACC = Path(__file__).resolve().parent.parent / "configs" / "accelerator"
 GiB, MiB = 1024**3, 1024**2

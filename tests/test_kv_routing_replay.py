@@ -10,8 +10,8 @@ import pytest
 
 from actors.engine.config import EngineConfig
 from cluster.cli import main
-from cluster.simulation import ReplaySimulation
-from cluster.workload import SyntheticSpec, synthesize
+from cluster.runtime.replay_sim import ReplaySimulation
+from cluster.workload.synthetic import SyntheticSpec, synthesize
 from router.config import KvRouterConfig
 from router.router import KvRouter
 from tests.test_macro_equivalence import assert_equivalent

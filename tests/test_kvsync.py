@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored
-from cluster.eventplane import KvBatchMsg, KvSnapshot, ReplayReplyMsg
-from cluster.kvsync import KvPublisher, KvSubscriber
+from cluster.plane.messages import KvBatchMsg, KvSnapshot, ReplayReplyMsg
+from cluster.plane.recovery import KvPublisher, KvSubscriber
 
 ops = st.lists(st.tuples(st.sampled_from(["add", "add", "add", "remove", "clear"]), st.integers(0, 30)),
                min_size=1, max_size=4)

@@ -7,10 +7,19 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from cluster.eventplane import Topic
-from cluster.links import (ConstantLatency, ExponentialLatency, Link, LinkCounters, LinkSpec, LognormalLatency,
-                           NormalLatency, Partition, UniformLatency)
-from cluster.plane import EventPlaneConfig
+from cluster.plane.endpoint import EventPlaneConfig
+from cluster.plane.links import (
+    ConstantLatency,
+    ExponentialLatency,
+    Link,
+    LinkCounters,
+    LinkSpec,
+    LognormalLatency,
+    NormalLatency,
+    Partition,
+    UniformLatency,
+)
+from cluster.plane.messages import Topic
 
 
 def _link(spec: LinkSpec, topic: Topic = Topic.KV_EVENTS, partitions: tuple[Partition, ...] = (),

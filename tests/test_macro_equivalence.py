@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.engine.macro import boundary_crossings, crossing_passes
 from actors.engine.records import RequestRecord
-from cluster.simulation import SimulationResult
+from actors.engine.scheduler.macro import boundary_crossings, crossing_passes
+from cluster.runtime.replay_sim import SimulationResult
 from tests.engine_helpers import replay
 
 FIELDS = ("first_token_ms", "second_token_ms", "last_token_ms", "terminal_ms", "first_admit_ms")

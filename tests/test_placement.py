@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from actors.node import Node, load_node
-from cluster.accelerator import load_accelerator
-from cluster.hardware import CONFIG_DIR
-from cluster.placement import Placer
-from actors.node import VGpuRequest
-from cluster.virtualization import MigMode
+from cluster.hardware.accelerator import load_accelerator
+from cluster.hardware.catalog import CONFIG_DIR
+from cluster.hardware.node import Node, VGpuRequest, load_node
+from cluster.hardware.placement import Placer
+from cluster.hardware.virtualization import MigMode
 
 ACC = CONFIG_DIR / "accelerator"
 GiB = 1024**3

@@ -12,15 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.engine.records import GapLog, RequestRecord, TerminalStatus
-from cluster.report import (
-    build_summary,
-    format_table,
-    format_value,
-    per_request_rows,
-    weighted_stats,
-    write_per_request_jsonl,
-    write_report_json,
-)
+from cluster.report.outputs import per_request_rows, write_per_request_jsonl, write_report_json
+from cluster.report.summary import build_summary, weighted_stats
+from cluster.report.table import format_table, format_value
 
 DIST_STATS = ("mean", "min", "max", "median", "p75", "p90", "p95", "p99", "std")
 SUMMARY_KEYS = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.engine.timing import TimingModel
-from actors.node import Node, VGpuRequest
-from cluster.accelerator import load_accelerator
-from cluster.hardware import CONFIG_DIR
-from cluster.roofline import RooflineTiming, timing_and_blocks_for, whole_card_vgpu
-from cluster.virtualization import HamiCoreMode, MigMode
+from actors.engine.timing.models import TimingModel
+from cluster.hardware.accelerator import load_accelerator
+from cluster.hardware.catalog import CONFIG_DIR
+from cluster.hardware.node import Node, VGpuRequest
+from cluster.hardware.roofline import RooflineTiming, timing_and_blocks_for, whole_card_vgpu
+from cluster.hardware.virtualization import HamiCoreMode, MigMode
 
 ACC = CONFIG_DIR / "accelerator"
 GiB = 1024**3
@@ -74,7 +74,7 @@ def test_cpu_spill_is_much_slower() -> None:
 
 def test_tp2_faster_decode_than_tp1_for_70b_fp8() -> None:
     vg = whole_card_vgpu("h100-sxm")
-    from cluster.models import get_model
+    from cluster.hardware.models import get_model
     m = get_model("llama-3.1-70b").with_dtype("fp8")
     t1, _ = timing_and_blocks_for(m, vg, 16, tp_size=1)
     t2, _ = timing_and_blocks_for(m, vg, 16, tp_size=2)

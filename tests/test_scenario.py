@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from cluster.runtime import RuntimeSetupError, assign_shards, run_ray
-from cluster.scenario import ScenarioError, load_scenario
-from cluster.world import build_world
+from cluster.runtime.ray import RuntimeSetupError, assign_shards, run_ray
+from cluster.scenario.load import load_scenario
+from cluster.scenario.spec import ScenarioError
+from cluster.scenario.world import build_world
 from tests.scenario_helpers import BASE, scenario, world_of, write
 
 

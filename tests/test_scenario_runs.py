@@ -11,7 +11,7 @@ import pytest
 
 from actors.engine.records import TerminalStatus
 from cluster.cli import main
-from cluster.report import per_request_rows
+from cluster.report.outputs import per_request_rows
 from tests.scenario_helpers import BASE, run_report, scenario
 
 

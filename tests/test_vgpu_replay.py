@@ -6,14 +6,14 @@ from __future__ import annotations
 from statistics import mean
 
 from actors.engine.config import EngineConfig
-from actors.engine.sequence import EngineRequest
-from actors.node import Node, VGpuRequest
-from cluster.accelerator import load_accelerator
-from cluster.hardware import CONFIG_DIR
-from cluster.roofline import timing_and_blocks_for
-from cluster.simulation import ReplaySimulation, SimulationResult
-from cluster.virtualization import HamiCoreMode, MigMode
-from cluster.workload import Session, Turn, Workload
+from actors.engine.request import EngineRequest
+from cluster.hardware.accelerator import load_accelerator
+from cluster.hardware.catalog import CONFIG_DIR
+from cluster.hardware.node import Node, VGpuRequest
+from cluster.hardware.roofline import timing_and_blocks_for
+from cluster.hardware.virtualization import HamiCoreMode, MigMode
+from cluster.runtime.replay_sim import ReplaySimulation, SimulationResult
+from cluster.workload.model import Session, Turn, Workload
 from tests.test_macro_equivalence import assert_equivalent
 
 ACC = CONFIG_DIR / "accelerator"

@@ -6,13 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from actors.node import Node, VGpuRequest, load_node
-from cluster.accelerator import load_accelerator
-from cluster.hardware import default_catalog
-from cluster.mig import MigError, MigPlacement, place_or_raise, try_place
-from cluster.virtualization import (MIB, CambriconDynamicSmluMode, CambriconEnvShareMode, ContentionModel, HamiCard,
-                                    HamiCoreMode, MigMode, VirtualizationError, hami_node_score, hami_pick_card,
-                                    hami_resolve_request)
+from cluster.hardware.accelerator import load_accelerator
+from cluster.hardware.catalog import default_catalog
+from cluster.hardware.mig import MigError, MigPlacement, place_or_raise, try_place
+from cluster.hardware.node import Node, VGpuRequest, load_node
+from cluster.hardware.virtualization import (
+    MIB,
+    CambriconDynamicSmluMode,
+    CambriconEnvShareMode,
+    ContentionModel,
+    HamiCard,
+    HamiCoreMode,
+    MigMode,
+    VirtualizationError,
+    hami_node_score,
+    hami_pick_card,
+    hami_resolve_request,
+)
 
 ACC = Path(__file__).resolve().parent.parent / "configs" / "accelerator"
 GiB = 1024**3

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from actors.engine.events import KvCleared, KvEventData, KvRemoved, KvStored
 from actors.engine.hashing import local_hash
-from cluster.vllm_wire import (
+from cluster.wire.vllm import (
     VllmBatch,
     WireFormatError,
     decode_vllm_batch,

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cluster.workload import (
-    Session,
-    SyntheticSpec,
-    Turn,
-    Workload,
-    WorkloadError,
-    load_mooncake,
-    prefix_hash_id,
-    synthesize,
-)
+from cluster.workload.model import Session, Turn, Workload, WorkloadError
+from cluster.workload.mooncake import load_mooncake
+from cluster.workload.synthetic import SyntheticSpec, prefix_hash_id, synthesize
 
 REAL_TRACE = Path("/work/shared/traces/mooncake_conversation_trace.jsonl")
 

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 from actors.engine.events import KvCleared, KvRemoved, KvStored
-from cluster.eventplane import KvBatchMsg
-from cluster.scenario import load_scenario
-from cluster.simulation import run_local
-from cluster.world import build_world
-from cluster.zmq_mirror import KvZmqMirror
-from cluster.zmq_subscriber import ZmqKvSubscriber
+from cluster.plane.messages import KvBatchMsg
+from cluster.runtime.local import run_local
+from cluster.scenario.load import load_scenario
+from cluster.scenario.world import build_world
+from cluster.wire.mirror import KvZmqMirror
+from cluster.wire.zmq_subscriber import ZmqKvSubscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 

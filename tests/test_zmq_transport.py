@@ -18,10 +18,10 @@ import zmq
 
 from actors.engine.events import KvCleared, KvEvent, KvEventData, KvRemoved, KvStored
 from actors.engine.hashing import local_hash
-from cluster.vllm_wire import REPLAY_END_SEQ, decode_vllm_batch, encode_vllm_batch, parse_seq, seq_bytes
-from cluster.zmq_mirror import KvZmqMirror, group_kv_events
-from cluster.zmq_subscriber import ReceivedBatch, ZmqKvSubscriber
-from cluster.zmq_transport import ZmqKvPublisher
+from cluster.wire.mirror import KvZmqMirror, group_kv_events
+from cluster.wire.vllm import REPLAY_END_SEQ, decode_vllm_batch, encode_vllm_batch, parse_seq, seq_bytes
+from cluster.wire.zmq_publisher import ZmqKvPublisher
+from cluster.wire.zmq_subscriber import ReceivedBatch, ZmqKvSubscriber
 
 LOOPBACK = "tcp://127.0.0.1:0"
 DEADLINE_S = 2.0

@@ -1,0 +1,132 @@
+"""The control shard's components: frontend and router behind one event-plane address.
+
+`ControlHost` receives everything addressed to `CONTROL_ADDR` and hands it on:
+responses to the frontend (and the router's load tracking), KV batches, metrics, replay
+replies and worker-down notices to the router host. It sends routed requests to ranks.
+
+Lookahead (Ray runtime): `next_send_ms()` is the earliest time this shard could send a
+message, given what is queued here. Sends happen only when a workload arrival is handled,
+or when a *triggering* message is delivered: `is_triggering` says which kinds can cause a
+send in this configuration (a completion only in closed-loop workloads or with router
+queueing; a KV batch or heartbeat only when stream recovery may have to ask for a
+replay; ...). Times of arrivals and of triggering deliveries are kept in `send_times`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+
+from actors.engine.records import RequestRecord, TerminalStatus
+from cluster.control.frontend import Frontend
+from cluster.control.router_host import RouteQuery, RouterHost
+from cluster.plane.endpoint import PlaneEndpoint
+from cluster.plane.messages import (
+    CONTROL_ADDR,
+    CompletionMsg,
+    FirstTokenMsg,
+    KvBatchMsg,
+    LoadMetricsMsg,
+    Message,
+    ReplayReplyMsg,
+    RequestMsg,
+    ShutdownMsg,
+    Topic,
+    WorkerDownMsg,
+    rank_addr,
+)
+from cluster.sim.clock import EventLoop
+from cluster.workload.model import Workload
+
+
+class ControlHost:
+    """Frontend + router host on one loop. Build with `ControlHost.build(...)`, then `wire`."""
+
+    def __init__(self, loop: EventLoop, plane: PlaneEndpoint) -> None:
+        self.loop = loop
+        self.plane = plane
+        self.send_times: list[float] = []
+        self.frontend: Frontend
+        self.router: RouterHost
+        self._trigger_kinds: tuple[type, ...] = ()
+        self.reacts_to_responses = False
+        self.reacts_to_stream = False
+
+    def wire(self, workload: Workload, router: RouterHost, concurrency: int | None,
+             on_done: Callable[[RequestRecord], None] | None = None, stream_lossy: bool = False,
+             announce_shutdown: bool = False) -> None:
+        """Attach the frontend and router (the router's callbacks point back here).
+
+        `announce_shutdown`: when the workload is over, tell every rank (they stop their
+        heartbeats a few periods later).
+        """
+        self.router = router
+        self.frontend = Frontend(workload, self.loop, router.route, concurrency, on_done=on_done,
+                                 send_times=self.send_times,
+                                 on_finished=self._announce_shutdown if announce_shutdown else None)
+        # Which deliveries can make this shard send (the Ray runtime's lookahead depends on it).
+        self.reacts_to_responses = self.frontend.closed_loop or router.queueing or announce_shutdown
+        """Completions (and with router queueing first tokens and worker losses) can dispatch requests."""
+        self.reacts_to_stream = router.subscriber.recovery and router.subscribes_kv and stream_lossy
+        """KV batches, heartbeats and replay replies can reveal gaps and cause replay requests."""
+        kinds: list[type] = []
+        if self.reacts_to_responses:
+            kinds.append(CompletionMsg)
+        if router.queueing:
+            kinds += [FirstTokenMsg, WorkerDownMsg]
+        if self.reacts_to_stream:
+            kinds += [KvBatchMsg, LoadMetricsMsg, ReplayReplyMsg]
+        self._trigger_kinds = tuple(kinds)
+
+    # ------------------------------------------------------------------ plane callbacks
+
+    def send_request(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], gidx: int,
+                     query: RouteQuery) -> None:
+        w, r = self.router.slots[gidx]
+        record.worker_id, record.dp_rank = w, r
+        hashes = query.computed()
+        msg = RequestMsg(record.request_id, w, r, record.input_length, record.requested_output_length, hash_ids,
+                         self.frontend.workload.trace_block_size, record.dispatched_ms,
+                         *(hashes if hashes is not None else (None, None)))
+        self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
+
+    def _announce_shutdown(self, now: float) -> None:
+        for g in range(len(self.router.slots)):
+            self.plane.send(Topic.CONTROL, CONTROL_ADDR, rank_addr(g), ShutdownMsg(now), now)
+
+    def reject(self, now: float, record: RequestRecord, reason: str) -> None:
+        self.frontend.terminal(now, record, TerminalStatus.REJECTED, reason)
+
+    def on_message(self, now: float, item: tuple[int, Message]) -> None:
+        msg = item[1]
+        if isinstance(msg, KvBatchMsg):
+            self.router.on_kv_batch(now, msg)
+        elif isinstance(msg, FirstTokenMsg):
+            self.frontend.on_first_token(now, msg)
+            self.router.on_first_token(now, msg.request_id)
+        elif isinstance(msg, CompletionMsg):
+            self.frontend.on_completion(now, msg)
+            self.router.on_complete(now, msg.request_id)
+        elif isinstance(msg, LoadMetricsMsg):
+            self.router.on_metrics(now, msg)
+        elif isinstance(msg, ReplayReplyMsg):
+            self.router.on_replay(now, msg)
+        elif isinstance(msg, WorkerDownMsg):
+            self.router.on_worker_down(now, msg)
+        else:  # pragma: no cover - ranks send nothing else to the control address
+            raise TypeError(f"control shard cannot handle {type(msg).__name__}")
+
+    # ------------------------------------------------------------------ lookahead
+
+    def is_triggering(self, msg: Message) -> bool:
+        """Whether delivering `msg` here may make this shard send something."""
+        return isinstance(msg, self._trigger_kinds)
+
+    def next_send_ms(self, processed_before_ms: float) -> float:
+        """No message leaves this shard before this time, given that every event before
+        `processed_before_ms` has been processed and nothing else arrives meanwhile."""
+        times = self.send_times
+        while times and times[0] < processed_before_ms:
+            heapq.heappop(times)
+        return times[0] if times else math.inf

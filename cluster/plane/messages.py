@@ -1,0 +1,218 @@
+"""Event-plane messages, topics and addresses (DESIGN §8).
+
+Everything components say to each other crosses the event plane as one of the message
+types below, wrapped in an `Envelope` that the simulated transport (`cluster.plane.links`)
+stamps with an arrival time. Messages are frozen, slotted dataclasses: they are built on
+hot paths (one per KV batch, token signal or request), so they are not pydantic models;
+`cluster.plane.codec.decode(..., validate=True)` checks untrusted payloads with pydantic's
+`TypeAdapter` over the same classes, so there is one definition of each message.
+
+Topics (`Topic`) name the link a message travels on; each has its own latency, loss and
+ordering settings (`cluster.plane.links.LinkSpec`):
+- `requests`   frontend/router -> rank: a routed request. Reliable, FIFO.
+- `responses`  rank -> frontend: first token, completion, rejection, failure. Reliable, FIFO.
+- `kv_events`  rank -> subscribers (the router): KV event batches, one sequence number per
+               publisher. Pub/sub: may lose, duplicate and reorder.
+- `metrics`    rank -> subscribers: load metrics and heartbeats (carry the last KV seq).
+               Pub/sub, like kv_events.
+- `kv_replay`  both ways between a subscriber and a publisher's replay buffer. Reliable.
+- `control`    node -> control: worker lifecycle notices; control -> ranks: end of run. Reliable.
+
+Addresses: the control shard's frontend and router share address `CONTROL_ADDR` (0); the
+rank with global index g has address `g + 1`. A rank is one (worker, dp_rank) slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Union
+
+from actors.engine.events import KvEvent, LoadMetrics
+from actors.engine.records import TerminalStatus
+
+CONTROL_ADDR = 0
+"""The control shard: frontend and router."""
+
+
+def rank_addr(global_rank: int) -> int:
+    """Event-plane address of the rank with global index `global_rank`."""
+    return global_rank + 1
+
+
+class Topic(str, Enum):
+    """The links of the event plane; see the module docstring."""
+
+    REQUESTS = "requests"
+    RESPONSES = "responses"
+    KV_EVENTS = "kv_events"
+    METRICS = "metrics"
+    KV_REPLAY = "kv_replay"
+    CONTROL = "control"
+
+    @property
+    def pubsub(self) -> bool:
+        """Publish/subscribe topics may lose, duplicate and reorder; the others are reliable FIFO."""
+        return self in (Topic.KV_EVENTS, Topic.METRICS)
+
+
+# ------------------------------------------------------------------------------------ messages
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMsg:
+    """A routed request, frontend -> rank. The rank rebuilds tokens and hashes from `hash_ids`."""
+
+    request_id: int
+    worker_id: int
+    dp_rank: int
+    input_length: int
+    output_length: int
+    hash_ids: tuple[int, ...]
+    trace_block_size: int
+    dispatched_ms: float
+    block_hashes: tuple[int, ...] | None = None
+    """The prompt's full-block sequence hashes, when the router computed them (saves the rank the work)."""
+    local_hashes: tuple[int, ...] | None = None
+    """Their local (content) hashes, aligned with `block_hashes`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstTokenMsg:
+    """The request's first token left the engine at `t_ms` (engine time)."""
+
+    request_id: int
+    worker_id: int
+    dp_rank: int
+    t_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionMsg:
+    """A request ended on the engine: completed, rejected or failed; its engine-side record.
+
+    Times are engine times; the frontend turns them into client-observed times by adding
+    the latency the response stream actually had (see `cluster.frontend`).
+    """
+
+    request_id: int
+    worker_id: int
+    dp_rank: int
+    status: TerminalStatus
+    output_length: int
+    first_admit_ms: float | None
+    first_token_ms: float | None
+    second_token_ms: float | None
+    last_token_ms: float | None
+    terminal_ms: float
+    reused_input_tokens: int
+    admission_count: int
+    admitted_tokens_total: int
+    reused_tokens_total: int
+    num_preemptions: int
+    reject_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KvBatchMsg:
+    """KV events of one rank published together; `seq` counts batches per publisher from 0."""
+
+    worker_id: int
+    dp_rank: int
+    seq: int
+    t_ms: float
+    events: tuple[KvEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMetricsMsg:
+    """A rank's scheduler state; `kv_seq` is its last published KV batch seq (-1: none yet).
+
+    Also sent as a heartbeat, so a subscriber notices KV batches lost at the tail of a stream.
+    """
+
+    metrics: LoadMetrics
+    kv_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequestMsg:
+    """Subscriber at address `reply_to` -> publisher: send me batches `from_seq` onwards."""
+
+    worker_id: int
+    dp_rank: int
+    from_seq: int
+    reply_to: int
+
+
+@dataclass(frozen=True, slots=True)
+class KvSnapshot:
+    """Everything a rank has cached now: what a full resync installs.
+
+    `last_seq` is the publisher's last batch seq and `next_event_id` its next KV event id;
+    every batch up to `last_seq` is reflected in `block_hashes`.
+    """
+
+    block_hashes: tuple[int, ...]
+    next_event_id: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReplyMsg:
+    """Publisher -> subscriber: the buffered batches from `from_seq` on, or a snapshot.
+
+    The snapshot is sent (and `batches` is empty) when the replay buffer no longer holds
+    `from_seq`.
+    """
+
+    worker_id: int
+    dp_rank: int
+    from_seq: int
+    batches: tuple[KvBatchMsg, ...]
+    snapshot: KvSnapshot | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDownMsg:
+    """A node told the control plane that a worker's rank stopped (fault)."""
+
+    worker_id: int
+    dp_rank: int
+    t_ms: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownMsg:
+    """Control -> rank: the workload is over; stop heart-beating after a last few periods."""
+
+    t_ms: float
+
+
+Message = Union[RequestMsg, FirstTokenMsg, CompletionMsg, KvBatchMsg, LoadMetricsMsg, ReplayRequestMsg,
+                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message in flight: due at `t_arrive` at address `dst`.
+
+    `key` orders same-instant deliveries independently of when the envelope was created:
+    it is derived from the sender's address and message counter (`delivery_key`), so a
+    shard processes deliveries in the same order whichever runtime carried them.
+    """
+
+    t_arrive: float
+    key: int
+    dst: int
+    topic: Topic
+    msg: Message
+
+
+_SEQ_BITS = 40
+
+
+def delivery_key(src: int, src_seq: int, copy: int) -> int:
+    """Unique, sender-derived order key of one delivered copy of a message."""
+    return (((src << _SEQ_BITS) | src_seq) << 1) | copy

@@ -1,0 +1,71 @@
+"""Report files: the report JSON and the per-request JSONL, both byte-deterministic (sorted keys).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from actors.engine.records import RequestRecord
+
+
+def _dumps(obj: object, indent: int | None) -> str:
+    return json.dumps(obj, sort_keys=True, indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+def write_report_json(report: Mapping[str, object], path: str | Path) -> None:
+    """Write `report` as JSON: sorted keys, indent 2, trailing newline, UTF-8.
+
+    Same dict, same bytes. Raises ValueError on NaN/inf (not valid JSON).
+    """
+    Path(path).write_bytes((_dumps(report, 2) + "\n").encode("utf-8"))
+
+
+def _opt(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]]:
+    """One dict per record with the reference's per-request keys (facts §h) that we track.
+
+    Ordered by (arrival_time_ms, request_id); `itl_ms` is the request's TPOT; a worker id
+    of -1 (never dispatched) becomes `decode_worker_idx: null`.
+    """
+    rows: list[dict[str, object]] = []
+    for r in sorted(records, key=lambda rec: (rec.arrival_ms, rec.request_id)):
+        rows.append(
+            {
+                "session_id": r.session_id,
+                "turn_index": r.turn_index,
+                "uuid": str(r.request_id),
+                "arrival_time_ms": float(r.arrival_ms),
+                "dispatched_at_ms": _opt(r.dispatched_ms),
+                "first_admit_ms": _opt(r.first_admit_ms),
+                "terminal_time_ms": _opt(r.terminal_ms),
+                "first_token_ms": _opt(r.first_token_ms),
+                "last_token_ms": _opt(r.last_token_ms),
+                "ttft_ms": _opt(r.ttft_ms),
+                "ttst_ms": _opt(r.ttst_ms),
+                "e2e_latency_ms": _opt(r.e2e_latency_ms),
+                "itl_ms": _opt(r.tpot_ms),
+                "input_length": r.input_length,
+                "requested_output_length": r.requested_output_length,
+                "output_length": r.output_length,
+                "reused_input_tokens": r.reused_input_tokens,
+                "decode_worker_idx": r.worker_id if r.worker_id >= 0 else None,
+                "dp_rank": r.dp_rank,
+                "admission_count": r.admission_count,
+                "readmission_count": r.readmission_count,
+                "terminal_status": r.terminal_status.value,
+                "routing_history": r.routing_history,
+            }
+        )
+    return rows
+
+
+def write_per_request_jsonl(records: Sequence[RequestRecord], path: str | Path) -> None:
+    """One JSON object per line (sorted keys), in `per_request_rows` order."""
+    text = "".join(_dumps(row, None) + "\n" for row in per_request_rows(records))
+    Path(path).write_bytes(text.encode("utf-8"))

@@ -1,0 +1,109 @@
+"""What a run simulates: `SimulationSetup` (workload, ranks, router, event plane, faults).
+
+`SimulationSetup` says what runs: the workload, the ranks (`RankSpec`, global index
+order), the router (a `KvRouter` or a simple `RoutingPolicy`), the event plane, faults.
+The runtimes (`cluster.runtime.local`, `cluster.runtime.ray`) run it; both produce the
+same `RunResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from actors.engine.hashing import PromptHasher
+from actors.engine.records import RequestRecord
+from cluster.control.host import ControlHost
+from cluster.control.router_host import RoundRobinRouter, RouterHost, RoutingPolicy
+from cluster.nodes.host import HostOptions, RankKill, RankSpec
+from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
+from cluster.plane.links import Partition
+from cluster.plane.messages import CONTROL_ADDR, Topic
+from cluster.runtime.shard import ShardPlan
+from cluster.sim.clock import EventLoop
+from cluster.workload.model import Workload
+from router.router import KvRouter
+
+
+@dataclass
+class SimulationSetup:
+    """What a run simulates. `ranks[g].gidx == g`; every rank of a worker shares its block size."""
+
+    workload: Workload
+    ranks: list[RankSpec]
+    seed: int = 0
+    plane: EventPlaneConfig = ZERO_LATENCY
+    concurrency: int | None = None
+    kv_router: KvRouter | None = None
+    policy: RoutingPolicy | None = None
+    """Used when `kv_router` is None; default round robin over ranks."""
+    macro_step: bool = True
+    collect_kv_events: bool = False
+    kills: tuple[RankKill, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+    mirror_kv: bool = False
+    """Publish KV batches for an outside observer (a ZMQ mirror) even when no router subscribes."""
+
+    def __post_init__(self) -> None:
+        for g, spec in enumerate(self.ranks):
+            if spec.gidx != g:
+                raise ValueError(f"ranks[{g}] has gidx {spec.gidx}")
+        sizes = {spec.engine.block_size_tokens for spec in self.ranks}
+        if len(sizes) > 1:
+            raise ValueError(f"all workers behind one router need one KV block size, got {sorted(sizes)}")
+        if self.kv_router is not None and self.policy is not None:
+            raise ValueError("give either kv_router or policy")
+
+    @property
+    def block_size(self) -> int:
+        return self.ranks[0].engine.block_size_tokens if self.ranks else 64
+
+    @property
+    def subscribes_kv(self) -> bool:
+        return self.kv_router is not None and self.kv_router.config.use_kv_events
+
+    @property
+    def uses_metrics(self) -> bool:
+        """Whether ranks publish load metrics (the router blends them, or heartbeats are on)."""
+        if self.kv_router is None:
+            return False
+        return self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+
+    @property
+    def heartbeat_ms(self) -> float | None:
+        if not self.subscribes_kv:
+            return None
+        return self.plane.effective_heartbeat_ms(partitions=bool(self.partitions))
+
+    def host_options(self) -> HostOptions:
+        return HostOptions(
+            macro_step=self.macro_step, publish_kv=self.subscribes_kv or self.mirror_kv,
+            collect_kv=self.collect_kv_events,
+            publish_metrics=self.uses_metrics, heartbeat_ms=self.heartbeat_ms,
+            heartbeat_count=self.plane.heartbeat_count, replay_buffer_batches=self.plane.replay_buffer_batches)
+
+    def subscribers(self) -> tuple[tuple[Topic, tuple[int, ...]], ...]:
+        subs: list[tuple[Topic, tuple[int, ...]]] = []
+        if self.subscribes_kv:
+            subs.append((Topic.KV_EVENTS, (CONTROL_ADDR,)))
+        if self.uses_metrics:
+            subs.append((Topic.METRICS, (CONTROL_ADDR,)))
+        return tuple(subs)
+
+    def shard_plan(self, ranks: Sequence[RankSpec]) -> ShardPlan:
+        return ShardPlan(self.plane, self.seed, tuple(ranks), self.host_options(), self.kills, self.partitions,
+                         self.subscribers())
+
+    def build_control(self, loop: EventLoop, plane: PlaneEndpoint,
+                      on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
+        control = ControlHost(loop, plane)
+        policy = None
+        if self.kv_router is None:
+            policy = self.policy if self.policy is not None else RoundRobinRouter(len(self.ranks))
+        hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
+        router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], policy, self.kv_router, plane,
+                            control.send_request, control.reject, hasher, recovery=self.plane.recovery)
+        lossy = self.plane.kv_lossy or bool(self.partitions)
+        control.wire(self.workload, router, self.concurrency, on_done=on_done, stream_lossy=lossy,
+                     announce_shutdown=self.heartbeat_ms is not None)
+        return control

@@ -1,0 +1,272 @@
+"""The scenario file (DESIGN §10): one pydantic model for a whole experiment.
+
+```yaml
+name: smoke
+seed: 7
+model: qwen3-0.6b                      # configs/models/<name>.toml, for roofline timing and KV sizing
+cluster:
+  nodes:
+    - {name: h100, count: 2, accelerator: configs/accelerator/h100x8.toml,
+       virtualization: {mode: mig, profiles: [3g.40gb, 3g.40gb]}}
+deployments:
+  - {name: agg, role: aggregated, replicas: 4, vgpu: {profile: 3g.40gb},
+     engine: {block_size: 64}, timing: {model: roofline}}
+router: {mode: kv, router_temperature: 0.0}
+planner: {enabled: false}
+event_plane: {latency_ms: 0.5}
+workload: {synthetic: {input_tokens: 1024, output_tokens: 64, request_count: 200, request_rate: 20}}
+faults: [{at_s: 5, kill_node: h100-1}]
+outputs: {dir: out/smoke}
+```
+
+Relative paths (accelerator files, traces, output dir) are looked up next to the scenario
+file, then in the current directory, then in the clustersim source tree; the first that
+exists wins (an output dir is created in the current directory). `load_scenario` refuses
+bad input before anything runs, with one line naming the file and the field
+(`ScenarioError`); impossible placements and unknown MIG profiles are caught when the
+cluster is built (`cluster.world`), with the same kind of message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from actors.engine.config import EngineConfig
+from cluster.hardware.virtualization import VirtualizationConfig
+from cluster.plane.endpoint import EventPlaneConfig
+from cluster.workload.synthetic import SyntheticSpec
+from router.config import KvRouterConfig, parse_router_mode
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeGroup(_Strict):
+    """`count` nodes built from one accelerator file; named `name` (count 1) or `name-0..`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    count: int = Field(1, ge=1)
+    accelerator: str
+    virtualization: VirtualizationConfig | None = None
+
+    def node_names(self) -> list[str]:
+        return [self.name] if self.count == 1 else [f"{self.name}-{k}" for k in range(self.count)]
+
+
+class ClusterSpec(_Strict):
+    nodes: list[NodeGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ClusterSpec":
+        seen: set[str] = set()
+        for group in self.nodes:
+            for name in group.node_names():
+                if name in seen:
+                    raise ValueError(f"node name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+
+class VGpuSpec(_Strict):
+    """What each rank needs: a MIG profile, or memory and SM share (empty: any free vGPU)."""
+
+    profile: str | None = None
+    memory_gib: float = Field(0.0, ge=0.0)
+    sm_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class RooflineTimingSpec(_Strict):
+    model: Literal["roofline"]
+
+
+class PolynomialTimingSpec(_Strict):
+    model: Literal["polynomial"]
+
+
+class FixedTimingSpec(_Strict):
+    model: Literal["fixed"]
+    prefill_ms: float = Field(ge=0.0)
+    decode_ms: float = Field(ge=0.0)
+
+
+class InterpolatedTimingSpec(_Strict):
+    model: Literal["interpolated"]
+    path: str
+
+
+TimingSpec = Annotated[
+    Union[RooflineTimingSpec, PolynomialTimingSpec, FixedTimingSpec, InterpolatedTimingSpec],
+    Field(discriminator="model"),
+]
+
+
+class DeploymentSpec(_Strict):
+    """`replicas` engine workers of one kind. Workers are named `<name>-<i>`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Literal["aggregated", "prefill", "decode"] = "aggregated"
+    replicas: int = Field(ge=1)
+    dp_size: int = Field(1, ge=1)
+    tp_size: int = Field(1, ge=1)
+    vgpu: VGpuSpec = Field(default_factory=VGpuSpec)
+    placement: Literal["binpack", "spread"] = "binpack"
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    timing: TimingSpec | None = Field(None, description="overrides engine.timing_model; roofline needs `model`")
+
+    @model_validator(mode="after")
+    def _supported(self) -> "DeploymentSpec":
+        if self.role != "aggregated":
+            raise ValueError(f"role {self.role!r}: disaggregated prefill/decode deployments are not built yet "
+                             "(only 'aggregated')")
+        if self.engine.dp_size != 1 and self.engine.dp_size != self.dp_size:
+            raise ValueError("give dp_size on the deployment, not in engine")
+        if self.engine.tensor_parallel_size != 1 and self.engine.tensor_parallel_size != self.tp_size:
+            raise ValueError("give tp_size on the deployment, not in engine.tensor_parallel_size")
+        return self
+
+    def engine_config(self, num_gpu_blocks: int | None) -> EngineConfig:
+        """The engine config of each worker: dp/tp from the deployment, KV blocks if derived."""
+        update: dict[str, Any] = {"dp_size": self.dp_size, "tensor_parallel_size": self.tp_size}
+        if num_gpu_blocks is not None and "num_gpu_blocks" not in self.engine.model_fields_set:
+            update["num_gpu_blocks"] = num_gpu_blocks
+        return self.engine.model_copy(update=update)
+
+
+class RouterSpec(_Strict):
+    """`mode` (kv | round_robin | random | least_loaded) plus any `KvRouterConfig` field."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    mode: str = "kv"
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        return parse_router_mode(v)
+
+    @model_validator(mode="after")
+    def _fields_valid(self) -> "RouterSpec":
+        self.router_config(None)  # unknown or bad KvRouterConfig fields fail at load time
+        return self
+
+    def router_config(self, max_num_batched_tokens: int | None) -> KvRouterConfig:
+        data = dict(self.model_extra or {})
+        data["router_mode"] = self.mode
+        if max_num_batched_tokens is not None:
+            data.setdefault("max_num_batched_tokens", max_num_batched_tokens)
+        return KvRouterConfig.from_mapping(data)
+
+
+class PlannerSpec(_Strict):
+    enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _not_yet(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("the SLA planner is not built yet; use enabled: false")
+        return v
+
+
+class WorkloadSpec(_Strict):
+    """A Mooncake trace, a synthetic workload, or (neither) the embedded 500-request sample."""
+
+    trace: str | None = None
+    synthetic: SyntheticSpec | None = None
+    trace_block_size: int = Field(512, ge=1, description="tokens per trace hash id")
+    arrival_speedup_ratio: float = Field(1.0, gt=0.0)
+    concurrency: int | None = Field(None, ge=1, description="closed loop: at most N requests in flight")
+    max_sessions: int | None = Field(None, ge=1, description="use only the first N sessions")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkloadSpec":
+        if self.trace is not None and self.synthetic is not None:
+            raise ValueError("give trace or synthetic, not both")
+        return self
+
+
+class _FaultBase(_Strict):
+    at_s: float = Field(ge=0.0)
+
+
+class KillNodeFault(_FaultBase):
+    kill_node: str
+
+
+class KillWorkerFault(_FaultBase):
+    kill_worker: str
+
+
+class PartitionTarget(_Strict):
+    nodes: list[str] = Field(min_length=1)
+    duration_s: float = Field(gt=0.0)
+
+
+class PartitionFault(_FaultBase):
+    """The nodes cannot exchange messages with the rest: KV events and metrics sent meanwhile are
+    lost; requests and responses wait for the partition to heal (TCP retransmits)."""
+
+    partition: PartitionTarget
+
+
+Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault]
+
+
+class OutputsSpec(_Strict):
+    dir: str = "out"
+    report_json: str = "report.json"
+    per_request_jsonl: str | None = "requests.jsonl"
+
+
+class RuntimeSpec(_Strict):
+    """Defaults for `clustersim run` (its flags override them)."""
+
+    kind: Literal["local", "ray"] = "local"
+    shards: int = Field(1, ge=1)
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    model: str | None = Field(None, description="model architecture for roofline timing and KV sizing")
+    cluster: ClusterSpec
+    deployments: list[DeploymentSpec] = Field(min_length=1)
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    planner: PlannerSpec = Field(default_factory=PlannerSpec)
+    event_plane: EventPlaneConfig = Field(default_factory=EventPlaneConfig)
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    faults: list[Fault] = Field(default_factory=list)
+    outputs: OutputsSpec = Field(default_factory=OutputsSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Scenario":
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError("deployment names must be unique")
+        if any(isinstance(d.timing, RooflineTimingSpec) for d in self.deployments) and self.model is None:
+            raise ValueError("roofline timing needs the scenario's 'model'")
+        sizes = {d.engine.block_size_tokens for d in self.deployments}
+        if len(sizes) > 1:
+            raise ValueError(f"deployments behind one router need one engine block_size, got {sorted(sizes)}")
+        nodes = {n for g in self.cluster.nodes for n in g.node_names()}
+        workers = {f"{d.name}-{i}" for d in self.deployments for i in range(d.replicas)}
+        for k, f in enumerate(self.faults):
+            if isinstance(f, KillNodeFault) and f.kill_node not in nodes:
+                raise ValueError(f"faults.{k}.kill_node: no node named {f.kill_node!r}")
+            if isinstance(f, KillWorkerFault) and f.kill_worker not in workers:
+                raise ValueError(f"faults.{k}.kill_worker: no worker named {f.kill_worker!r}")
+            if isinstance(f, PartitionFault):
+                for n in f.partition.nodes:
+                    if n not in nodes:
+                        raise ValueError(f"faults.{k}.partition.nodes: no node named {n!r}")
+        return self
