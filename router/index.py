@@ -14,7 +14,7 @@ Operations
 - `find_matches(block_hashes, early_exit=False)` -> `OverlapScores`.
 - `match_depths(block_hashes)` -> `(slots, depths)` numpy arrays, for the router's
   vectorized scoring (no per-slot Python work for slots that match nothing).
-- `dump_events()`: a list of `KvEvent`s that rebuilds this exact state in an empty index.
+- `router.dump.dump_events(index)`: `KvEvent`s that rebuild this exact state in an empty index.
 
 Representation (see `router.bitsets`): each slot owns one bit; `_masks[h]` is the
 bitmask of slots holding `h`; `_held[slot]` maps each hash the slot holds to its
@@ -234,7 +234,7 @@ class PrefixIndex:
     ) -> bool:
         """Add a chain of blocks to a slot. Returns False (and skips it) if the parent is unknown.
 
-        `token_hashes` default to 0 (they only matter to `dump_events`).
+        `token_hashes` default to 0 (they only matter to `router.dump`).
         """
         tokens = tuple(token_hashes) if token_hashes is not None else (0,) * len(block_hashes)
         return self._store(self.slot(worker_id, dp_rank), (parent_hash, tuple(block_hashes), tokens))
@@ -387,40 +387,9 @@ class PrefixIndex:
         """Distinct block hashes held by at least one slot."""
         return len(self._masks)
 
-    # ------------------------------------------------------------------------------ dump
-
-    def dump_events(self, t_ms: float = 0.0) -> list[KvEvent]:
-        """Events that rebuild this exact state when applied, in order, to an empty index.
-
-        One `KvStored` per held block; slots in sorted key order; within a slot, blocks by
-        (depth, hash) where depth counts held ancestors along the parents the slot recorded,
-        so a block's parent is emitted before it. `parent_hash` is the recorded parent when
-        the slot holds it (and it is shallower), else None; roots from `replace_slot` have
-        parent None and token hash 0. `event_id` counts from 0 per slot.
-        """
-        events: list[KvEvent] = []
-        for key in sorted(self._slot_of):
-            held = self._held[self._slot_of[key]]
-            meta = {h: _parent_and_token(h, rec) for h, rec in held.items()}
-            depth: dict[int, int] = {}
-            for h in held:
-                path: list[int] = []
-                on_path: set[int] = set()
-                cur: int | None = h
-                while cur is not None and cur in held and cur not in depth and cur not in on_path:
-                    path.append(cur)
-                    on_path.add(cur)
-                    cur = meta[cur][0]
-                d = depth[cur] + 1 if cur is not None and cur in depth else 0
-                for node in reversed(path):
-                    depth[node] = d
-                    d += 1
-            for eid, h in enumerate(sorted(held, key=lambda x: (depth[x], x))):
-                p, th = meta[h]
-                if p is None or p not in held or depth[p] >= depth[h]:
-                    p = None
-                events.append(KvEvent(t_ms, key[0], key[1], eid, KvStored(p, (h,), (th,))))
-        return events
+    def slot_records(self) -> list[tuple[SlotKey, dict[int, Record]]]:
+        """Every slot (sorted by key) with its held blocks' records (read-only use: `router.dump`)."""
+        return [(key, self._held[self._slot_of[key]]) for key in sorted(self._slot_of)]
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the masks and the per-slot dicts disagree."""
@@ -440,11 +409,3 @@ class PrefixIndex:
             for s in iter_bits(m):
                 assert self._key_of[s] is not None
 
-
-def _parent_and_token(h: int, rec: Record) -> tuple[int | None, int]:
-    """The parent hash and token hash that `rec` gives block `h` (a root if `rec` is None)."""
-    if rec is None:
-        return None, 0
-    parent, hashes, tokens = rec
-    i = hashes.index(h)
-    return hashes[i - 1] if i else parent, tokens[i] if i < len(tokens) else 0

@@ -46,7 +46,8 @@ from router.config import KvRouterConfig
 from router.decisions import RouteDecision, RouterStats
 from router.index import PrefixIndex
 from router.load import LoadTracker
-from router.policies import CostWeights, RouterQueue, kv_costs, pick, pick_min
+from router.policies import RouterQueue
+from router.selection import SELECTORS, Candidates, SelectorContext
 from router.sequencing import EventFeed, GapReport
 
 
@@ -65,20 +66,14 @@ class KvRouter:
         self.block_size = block_size
         self._rng = np.random.default_rng(seed)
         self._index = PrefixIndex()
-        self._load = LoadTracker(block_size, config.router_assume_kv_reuse)
-        self._weights = CostWeights(
-            config.overlap_score_credit,
-            config.overlap_score_credit_decay,
-            config.prefill_load_scale,
-            config.decode_active_request_weight,
-            config.router_track_prefill_tokens,
-            config.router_track_active_blocks,
-        )
+        # Only the kv selector reads active blocks; the other modes need request counts and prefill
+        # tokens, so they skip the per-block deduplication.
+        self._load = LoadTracker(block_size, config.router_assume_kv_reuse and config.router_mode == "kv")
         self._feed = EventFeed(self._index, config.event_lag_ms, config.use_kv_events)
+        self._selector = SELECTORS[config.router_mode](SelectorContext(config, block_size, self._load, self._rng))
         self._dp_size: dict[int, int] = {}
         self._live = np.zeros(0, dtype=np.int64)
         self._live_keys: list[tuple[int, int]] = []
-        self._rr_next = 0
         self._queue = RouterQueue(config.router_queue_policy)
         self._pending: dict[int, _Pending] = {}
         self._rejected: list[int] = []
@@ -228,32 +223,7 @@ class KvRouter:
         s, d = self._index.match_depths(block_hashes)
         ov_all[s] = d
         overlap = ov_all[live]
-        mode = self.config.router_mode
-        cost = float("nan")
-        if mode == "kv":
-            sh_all = np.zeros(self._index.slot_capacity, dtype=np.int64)
-            s2, d2 = load.shared_depths(block_hashes)
-            sh_all[s2] = d2
-            costs = kv_costs(
-                self._weights,
-                self.block_size,
-                isl_tokens,
-                overlap,
-                load.prefill_tokens[live],
-                load.decode_blocks(live, self.config.load_metrics_weight),
-                sh_all[live],
-                load.active_requests[live],
-            )
-            i = pick(costs, self.config.router_temperature, self._rng)
-            cost = float(costs[i])
-        elif mode == "round_robin":
-            i = self._rr_next % len(live)
-            self._rr_next = i + 1
-        elif mode == "random":
-            i = int(self._rng.integers(len(live)))
-        else:  # least_loaded: fewest active requests, then fewest active prefill tokens
-            key = load.active_requests[live].astype(np.float64) * 1e12 + load.prefill_tokens[live]
-            i = pick_min(key, self._rng)
+        i, cost = self._selector.choose(Candidates(live, overlap, block_hashes, isl_tokens))
         slot = int(live[i])
         worker_id, dp_rank = self._live_keys[i]
         ov = int(overlap[i])
@@ -342,6 +312,11 @@ class KvRouter:
     def take_gap_reports(self) -> list[GapReport]:
         """Drain the sequence gaps detected since the last call."""
         return self._feed.sequencer.take_gap_reports()
+
+    def stop_gap_reports(self) -> None:
+        """A stream layer upstream detects and repairs gaps (the cluster's event plane recovers
+        batches by sequence number): event-id gaps are still counted, but no reports are kept."""
+        self._feed.sequencer.keep_reports = False
 
     def _expire_due(self, now_ms: float) -> None:
         ttl = self._ttl_heap

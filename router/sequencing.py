@@ -71,7 +71,7 @@ class GapReport:
 class EventSequencer:
     """Tracks expected event ids per slot and counts gaps, duplicates and late events."""
 
-    __slots__ = ("expected", "_missing", "_reports", "num_gaps", "num_duplicates", "num_late")
+    __slots__ = ("expected", "_missing", "_reports", "num_gaps", "num_duplicates", "num_late", "keep_reports")
 
     def __init__(self) -> None:
         self.expected: dict[SlotKey, int] = {}
@@ -84,6 +84,9 @@ class EventSequencer:
         """Gap occurrences (each jump forward counts once, whatever its width)."""
         self.num_duplicates = 0
         self.num_late = 0
+        self.keep_reports = True
+        """False when a stream layer upstream already detects and repairs gaps (the cluster's
+        event plane, `cluster.plane.recovery`): gaps are then only counted, never reported."""
 
     def accept(self, worker_id: int, dp_rank: int, event_id: int) -> Delivery:
         """Classify one arriving event and update the slot's state."""
@@ -96,7 +99,8 @@ class EventSequencer:
             self._missing.setdefault(key, set()).update(range(expected, event_id))
             self.expected[key] = event_id + 1
             self.num_gaps += 1
-            self._reports.append(GapReport(worker_id, dp_rank, expected, event_id - 1, event_id))
+            if self.keep_reports:
+                self._reports.append(GapReport(worker_id, dp_rank, expected, event_id - 1, event_id))
             return Delivery.GAP
         missing = self._missing.get(key)
         if missing is not None and event_id in missing:

@@ -57,3 +57,38 @@ def test_the_map_names_every_room_and_only_rooms_that_exist() -> None:
     rooms = {r.replace(".", "/") for r in _rooms()}
     assert rooms - named == set(), "rooms missing from docs/ARCHITECTURE.md"
     assert named - rooms == set(), "docs/ARCHITECTURE.md names rooms that do not exist"
+
+
+_DOTTED = re.compile(r"`((?:cluster|actors|router|planner)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_dotted_names_in_docs_and_docstrings_exist() -> None:
+    """Every quoted dotted name (cluster..., actors..., router...) in the map, the READMEs and the code exists."""
+    files = [p for pkg in (*PACKAGES, "tests", "benchmarks") for p in (ROOT / pkg).rglob("*.py")]
+    files += [ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", *ROOT.glob("**/README.md")]
+    stale = []
+    for path in files:
+        if ".venv" in path.parts:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in _DOTTED.finditer(line):
+                if not _resolves(m.group(1)):
+                    stale.append(f"{path.relative_to(ROOT)}:{n}: {m.group(1)}")
+    assert stale == []

@@ -13,8 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from actors.engine.events import KvRemoved, KvStored
 from actors.engine.hashing import PromptHasher
 from actors.engine.kv.block_pool import BlockPool
-from actors.engine.records import RequestRecord
-from actors.engine.request import EngineRequest
+from actors.engine.kv.cache import PagedKvCache
+from actors.engine.request import EngineRequest, RankRequest
 
 
 def test_lru_evicts_head_first_and_release_appends_to_tail() -> None:
@@ -60,27 +60,24 @@ def test_ensure_free_is_all_or_nothing() -> None:
 
 
 def _request(rid: int, ids: tuple[int, ...], prompt: int, hasher: PromptHasher) -> EngineRequest:
-    rec = RequestRecord(request_id=rid, session_id=str(rid), turn_index=0, input_length=prompt,
-                        requested_output_length=10, arrival_ms=0.0)
-    return EngineRequest(rec, ids, 16, hasher)
+    return EngineRequest(RankRequest(rid, prompt, 10, ids, 16), hasher)
 
 
 def test_allocation_groups_stored_events_and_skips_duplicates() -> None:
     hasher = PromptHasher(4, 16)
-    pool = BlockPool(32)
+    kv = PagedKvCache(32, 4, caching=True)
+    pool = kv.pool
     a = _request(0, (1, 2), 32, hasher)
-    assert a.allocate_to(pool, 10, 4, caching=True)  # 2 full blocks + 1 partial
+    assert kv.allocate(a, 10)  # 2 full blocks + 1 partial
     assert (len(a.block_ids), a.num_private) == (2, 1)
-    assert pool.pending == [KvStored(None, tuple(a.hashes[:2]), tuple(a.locals[:2]))]
-    pool.pending.clear()
+    assert kv.take_pending() == [KvStored(None, tuple(a.hashes[:2]), tuple(a.locals[:2]))]
     b = _request(1, (1, 2), 32, hasher)
-    assert b.allocate_to(pool, 16, 4, caching=True)  # 4 blocks: first 2 already cached -> one group for 3..4
-    assert pool.pending == [KvStored(a.hashes[1], tuple(b.hashes[2:4]), tuple(b.locals[2:4]))]
-    pool.pending.clear()
-    assert a.allocate_to(pool, 12, 4, caching=True)  # A's partial block fills: hash 3 already has B's copy
+    assert kv.allocate(b, 16)  # 4 blocks: first 2 already cached -> one group for 3..4
+    assert kv.take_pending() == [KvStored(a.hashes[1], tuple(b.hashes[2:4]), tuple(b.locals[2:4]))]
+    assert kv.allocate(a, 12)  # A's partial block fills: hash 3 already has B's copy
     assert pool.pending == [] and a.num_private == 0
-    a.release(pool)
-    b.release(pool)
+    kv.free(a)
+    kv.free(b)
     pool.check_invariants()
     assert pool.num_active == 0 and pool.num_inactive == 7
 

@@ -160,18 +160,15 @@ def test_interpolated_model_rejects_bad_tables(tmp_path) -> None:  # type: ignor
 
 def test_token_synthesis_matches_the_per_token_definition() -> None:
     from actors.engine.hashing import generated_token_id
-    from actors.engine.records import RequestRecord
-    from actors.engine.request import EngineRequest
+    from actors.engine.request import EngineRequest, RankRequest
 
     hasher = PromptHasher(64, 512)
     for salt in (0, 5, 123456789):
-        rec = RequestRecord(request_id=salt, session_id="s", turn_index=0, input_length=700,
-                            requested_output_length=500, arrival_ms=0.0)
-        req = EngineRequest(rec, (3, 2**40 + 7), 512, hasher)
+        req = EngineRequest(RankRequest(salt, 700, 500, (3, 2**40 + 7), 512), hasher)
         for a, b in [(0, 64), (640, 704), (690, 760), (700, 900), (512, 700)]:
             expected = [trace_token_id(req.hash_ids[p // 512]) if p < 700 else generated_token_id(salt, p - 700)
                         for p in range(a, b)]
-            assert list(req._tokens(a, b)) == expected, (salt, a, b)
+            assert list(req.tokens(a, b)) == expected, (salt, a, b)
 
 
 def test_trace_token_ids_truncate_small_ids_and_keep_synthetic_groups_apart() -> None:

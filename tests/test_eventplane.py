@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored, LoadMetrics
-from actors.engine.records import TerminalStatus
+from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
 from cluster.plane.codec import DecodeError, decode, encode
 from cluster.plane.messages import (
     CompletionMsg,
@@ -54,16 +54,19 @@ messages = st.one_of(
               st.integers(1, 10**5), st.lists(u64, max_size=6).map(tuple), st.integers(1, 1024), times),
     st.builds(FirstTokenMsg, st.integers(0, 10**9), st.integers(0, 999), st.integers(0, 7), times),
     st.builds(CompletionMsg, st.integers(0, 10**9), st.integers(0, 999), st.integers(0, 7),
-              st.sampled_from(list(TerminalStatus)), st.integers(0, 10**5), st.one_of(st.none(), times),
-              st.one_of(st.none(), times), st.one_of(st.none(), times), st.one_of(st.none(), times), times,
-              st.integers(0, 10**6), st.integers(0, 9), st.integers(0, 10**6), st.integers(0, 10**6),
-              st.integers(0, 9), st.one_of(st.none(), st.text(max_size=20))),
+              st.sampled_from(list(TerminalStatus)),
+              st.builds(EngineRecord, st.integers(0, 10**5), *[st.one_of(st.none(), times)] * 5,
+                        st.integers(0, 10**6), st.integers(0, 9), st.integers(0, 10**6), st.integers(0, 10**6),
+                        st.integers(0, 9)),
+              st.one_of(st.none(), st.sampled_from(list(FailureReason))), st.one_of(st.none(), st.text(max_size=20)),
+              st.one_of(st.none(), st.text(max_size=10))),
     st.builds(ReplayRequestMsg, st.integers(0, 999), st.integers(0, 7), st.integers(0, 10**6), st.integers(0, 999)),
     st.builds(ReplayReplyMsg, st.integers(0, 999), st.integers(0, 7), st.integers(0, 10**6),
               st.lists(batches, max_size=3).map(tuple),
               st.one_of(st.none(), st.builds(KvSnapshot, st.lists(u64, max_size=6).map(tuple),
                                              st.integers(0, 10**6), st.integers(-1, 10**6)))),
-    st.builds(WorkerDownMsg, st.integers(0, 999), st.integers(0, 7), times, st.text(max_size=20)),
+    st.builds(WorkerDownMsg, st.integers(0, 999), st.integers(0, 7), times, st.sampled_from(list(FailureReason)),
+              st.text(max_size=20)),
 )
 envelopes = st.builds(Envelope, times, st.integers(0, 2**62), st.integers(0, 10**6), st.sampled_from(list(Topic)),
                       messages)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.engine.records import GapLog, RequestRecord, TerminalStatus
+from actors.engine.records import EngineRecord, FailureReason, GapLog, RequestRecord, TerminalStatus
 from cluster.report.outputs import per_request_rows, write_per_request_jsonl, write_report_json
 from cluster.report.summary import build_summary, weighted_stats
 from cluster.report.table import format_table, format_value
@@ -105,25 +105,28 @@ def _records() -> list[RequestRecord]:
     return [
         RequestRecord(
             request_id=0, session_id="s0", turn_index=0, input_length=100, requested_output_length=3, arrival_ms=0.0,
-            dispatched_ms=0.0, worker_id=0, output_length=3, first_admit_ms=1.0, first_token_ms=10.0,
-            second_token_ms=14.0, last_token_ms=20.0, terminal_ms=20.0, reused_input_tokens=40, admission_count=1,
-            admitted_tokens_total=100, reused_tokens_total=40, terminal_status=done,
+            dispatched_ms=0.0, worker_id=0, first_token_ms=10.0, second_token_ms=14.0, last_token_ms=20.0,
+            terminal_ms=20.0, terminal_status=done,
+            engine=EngineRecord(output_length=3, first_admit_ms=1.0, reused_input_tokens=40, admission_count=1,
+                                admitted_tokens_total=100, reused_tokens_total=40),
         ),
         RequestRecord(
             request_id=1, session_id="s1", turn_index=0, input_length=300, requested_output_length=1, arrival_ms=5.0,
-            dispatched_ms=5.0, worker_id=1, output_length=1, first_admit_ms=6.0, first_token_ms=35.0,
-            last_token_ms=35.0, terminal_ms=35.0, admission_count=2, admitted_tokens_total=600,
-            reused_tokens_total=250, num_preemptions=1, terminal_status=done,
+            dispatched_ms=5.0, worker_id=1, first_token_ms=35.0, last_token_ms=35.0, terminal_ms=35.0,
+            terminal_status=done,
+            engine=EngineRecord(output_length=1, first_admit_ms=6.0, admission_count=2, admitted_tokens_total=600,
+                                reused_tokens_total=250, num_preemptions=1),
         ),
         RequestRecord(
             request_id=2, session_id="s2", turn_index=1, input_length=1000, requested_output_length=50, arrival_ms=8.0,
-            dispatched_ms=8.0, worker_id=2, output_length=2, first_admit_ms=9.0, first_token_ms=40.0,
-            second_token_ms=50.0, last_token_ms=50.0, reused_input_tokens=500, admission_count=1,
-            admitted_tokens_total=1000, reused_tokens_total=500,
+            dispatched_ms=8.0, worker_id=2, first_token_ms=40.0, second_token_ms=50.0, last_token_ms=50.0,
+            engine=EngineRecord(output_length=2, first_admit_ms=9.0, reused_input_tokens=500, admission_count=1,
+                                admitted_tokens_total=1000, reused_tokens_total=500),
         ),
         RequestRecord(
             request_id=3, session_id="s3", turn_index=0, input_length=99_999, requested_output_length=5,
-            arrival_ms=9.0, terminal_ms=9.0, terminal_status=TerminalStatus.REJECTED, reject_reason="too long",
+            arrival_ms=9.0, terminal_ms=9.0, terminal_status=TerminalStatus.REJECTED,
+            reason=FailureReason.REJECTED_PROMPT_TOO_LONG, reason_detail="too long",
         ),
     ]
 

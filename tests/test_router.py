@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored, LoadMetrics
 from router.config import KvRouterConfig, parse_router_mode
+from router.dump import dump_events
 from router.load import LoadTracker
 from router.policies import RouterQueue, pick_softmax
 from router.router import KvRouter
@@ -304,7 +305,7 @@ def router_state(r: KvRouter) -> tuple[object, ...]:
     seq = feed.sequencer
     return (
         {k: idx.held_blocks(*k) for k in idx.slots()},
-        [(e.worker_id, e.dp_rank, e.event_id, e.data) for e in idx.dump_events()],
+        [(e.worker_id, e.dp_rank, e.event_id, e.data) for e in dump_events(idx)],
         (idx.num_skipped_stored, idx.num_ignored_removed),
         r.stats(),
         dict(seq.expected),

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored
+from router.dump import dump_events
 from router.index import PrefixIndex
 
 
@@ -181,7 +182,7 @@ def test_dump_rebuilds_the_same_index(ops: list[tuple[str, int, int, int | None,
     for eid, op in enumerate(ops):
         apply_op(idx, op, eid)
     rebuilt = PrefixIndex()
-    for ev in idx.dump_events():
+    for ev in dump_events(idx):
         rebuilt.apply(ev)
     assert rebuilt.num_skipped_stored == 0
     for key in idx.slots():
@@ -248,7 +249,7 @@ def test_replace_slot_stores_roots_and_leaves_other_slots_alone() -> None:
     assert idx.find_matches([1, 2, 3]).scores == {(0, 0): 3, (1, 0): 2}
     # Roots: no parent needed to match, and the dump shows parent None and token hash 0.
     assert idx.find_matches([9]).scores == {(1, 0): 1}
-    dumped = [(e.worker_id, e.data) for e in idx.dump_events()]
+    dumped = [(e.worker_id, e.data) for e in dump_events(idx)]
     assert [d for w, d in dumped if w == 1] == [KvStored(None, (h,), (0,)) for h in (1, 2, 9)]
     # Worker 0 still has the parents and token hashes its events recorded.
     assert [d for w, d in dumped if w == 0] == [KvStored(p, (h,), (h + 1000,)) for p, h in ((None, 1), (1, 2), (2, 3))]

@@ -6,6 +6,7 @@ import pytest
 
 from actors.engine.events import KvEvent, KvRemoved, KvStored
 from router.config import KvRouterConfig
+from router.dump import dump_events
 from router.router import KvRouter
 from router.sequencing import Delivery, EventSequencer
 
@@ -50,7 +51,7 @@ def test_snapshot_blocks_are_roots_in_the_dump() -> None:
     r = router()
     r.apply_event(store(0, 0, [1, 2]), 0.0)
     r.resync_slot(0, 0, [2, 1, 5], 1, 0.0)
-    dumped = [e.data for e in r.index.dump_events() if e.worker_id == 0]
+    dumped = [e.data for e in dump_events(r.index) if e.worker_id == 0]
     assert dumped == [KvStored(None, (h,), (0,)) for h in (1, 2, 5)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.engine.records import TerminalStatus
+from actors.engine.records import FailureReason, TerminalStatus
 from tests.engine_helpers import replay, unique_ids
 from tests.test_engine_vectors import P
 
@@ -29,7 +29,7 @@ def test_preemption_picks_the_policy_victim_and_everyone_finishes(mode: str, vic
     # TTFT is not changed by a later preemption: both got their first token in the first pass.
     assert recs[0].first_token_ms == recs[1].first_token_ms == pytest.approx(P(128) / 1.0, rel=1e-12)
     # re-admission finds at least the victim's own prompt blocks still cached
-    assert v.reused_tokens_total > v.reused_input_tokens
+    assert v.engine.reused_tokens_total > v.reused_input_tokens
 
 
 def test_max_num_seqs_blocks_the_waiting_head() -> None:
@@ -43,20 +43,22 @@ def test_prompt_larger_than_the_pool_is_rejected_not_hung() -> None:
     res = replay([(0.0, 2000, 5, unique_ids(1, 32)), (1.0, 64, 2, unique_ids(100, 1))],
                  engine={"num_gpu_blocks": 16})
     big, small = res.records
-    assert big.terminal_status is TerminalStatus.REJECTED and "KV blocks" in (big.reject_reason or "")
+    assert big.terminal_status is TerminalStatus.REJECTED and big.reason is FailureReason.REJECTED_PROMPT_TOO_LONG
+    assert "KV blocks" in (big.reason_detail or "")
     assert small.terminal_status is TerminalStatus.COMPLETED
 
 
 def test_prompt_over_budget_without_chunking_is_rejected() -> None:
     res = replay([(0.0, 9000, 2, unique_ids(1, 141))], engine={"enable_chunked_prefill": False})
     assert res.records[0].terminal_status is TerminalStatus.REJECTED
+    assert res.records[0].reason is FailureReason.REJECTED_TOKEN_BUDGET
 
 
 def test_sequence_outgrowing_the_pool_is_rejected_when_it_can_never_fit() -> None:
     # 60 prompt tokens fit 4 blocks of 16; growing to 60+40 needs 7 > 5 blocks: preempted, then refused.
     res = replay([(0.0, 60, 40, [1, 2])], trace_block_size=32, engine={"block_size": 16, "num_gpu_blocks": 5})
     rec = res.records[0]
-    assert rec.terminal_status is TerminalStatus.REJECTED
+    assert rec.terminal_status is TerminalStatus.REJECTED and rec.reason is FailureReason.REJECTED_KV_CAPACITY
     assert rec.output_length > 0 and rec.num_preemptions == 1
 
 

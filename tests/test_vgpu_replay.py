@@ -6,7 +6,6 @@ from __future__ import annotations
 from statistics import mean
 
 from actors.engine.config import EngineConfig
-from actors.engine.request import EngineRequest
 from cluster.hardware.accelerator import load_accelerator
 from cluster.hardware.catalog import CONFIG_DIR
 from cluster.hardware.node import Node, VGpuRequest
@@ -53,20 +52,9 @@ def test_mig_1g_slice_replays_slower_than_7g() -> None:
     assert mean(r.ttft_ms for r in slow.records) > 2 * mean(r.ttft_ms for r in fast.records)  # type: ignore[misc]
 
 
-class _OnlyWorkerZero:
-    """Router that keeps worker 1 idle (the 'alone' baseline)."""
-
-    def route(self, req: EngineRequest, now_ms: float) -> int:
-        return 0
-
-    def on_first_token(self, req: EngineRequest, now_ms: float) -> None:
-        pass
-
-    def on_complete(self, req: EngineRequest, now_ms: float) -> None:
-        pass
-
-
-def _hami_run(copies: int, router: object | None, macro_step: bool = True) -> SimulationResult:
+def _hami_run(copies: int, workers: int = 2, macro_step: bool = True) -> SimulationResult:
+    """Requests on HAMi shares of one card; with one worker, its co-tenant share stays idle (the
+    'alone' baseline)."""
     node = Node.build("h", load_accelerator(ACC / "h100x8.toml"),
                       HamiCoreMode(device_core_scaling=1.0, gpu_scheduler_policy="binpack"))
     a = node.allocate(VGpuRequest(memory_bytes=30 * GiB, sm_fraction=0.5), "w0")
@@ -75,19 +63,19 @@ def _hami_run(copies: int, router: object | None, macro_step: bool = True) -> Si
     ta, blocks = timing_and_blocks_for("llama-3.1-8b", a, 16, max_seq_len=4096, max_batch_size=16)
     tb, _ = timing_and_blocks_for("llama-3.1-8b", b, 16, max_seq_len=4096, max_batch_size=16)
     engine = EngineConfig(block_size=16, num_gpu_blocks=blocks)
-    sim = ReplaySimulation(_workload(25, 120.0, copies), engine, 2, timings=[ta, tb],
-                           contention=[[(0, a.core_limit), (1, b.core_limit)]],
-                           router=router, macro_step=macro_step, collect_kv_events=True)  # type: ignore[arg-type]
+    sim = ReplaySimulation(_workload(25, 120.0, copies), engine, workers, timings=[ta, tb][:workers],
+                           contention=[[(0, a.core_limit), (1, b.core_limit)][:workers]],
+                           macro_step=macro_step, collect_kv_events=True)
     return sim.run()
 
 
 def test_two_busy_hami_shares_run_slower_than_one_alone() -> None:
-    alone = _hami_run(copies=1, router=_OnlyWorkerZero())
-    both = _hami_run(copies=2, router=None)  # round robin: each worker gets the same 25 requests
+    alone = _hami_run(copies=1, workers=1)
+    both = _hami_run(copies=2)  # round robin: each worker gets the same 25 requests
     assert {r.worker_id for r in alone.records} == {0}
     assert sum(1 for r in both.records if r.worker_id == 0) == 25
     assert _mean_e2e(both, worker=0) > 1.5 * _mean_e2e(alone, worker=0)
 
 
 def test_contention_replay_is_the_same_macro_stepped_or_pass_by_pass() -> None:
-    assert_equivalent(_hami_run(2, None, macro_step=True), _hami_run(2, None, macro_step=False))
+    assert_equivalent(_hami_run(2, macro_step=True), _hami_run(2, macro_step=False))

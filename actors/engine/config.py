@@ -7,12 +7,30 @@ rejected; every error names its field. Defaults are the reference's (1.6.1).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_BLOCK_SIZE = {"vllm": 64, "sglang": 1, "trtllm": 32}
+
+
+@dataclass(frozen=True, slots=True)
+class RoleTraits:
+    """What a worker role does: prefill work, decode work, and whether it publishes KV events."""
+
+    prefills: bool
+    decodes: bool
+    publishes_kv: bool
+
+
+ROLE_TRAITS: dict[str, RoleTraits] = {
+    "aggregated": RoleTraits(prefills=True, decodes=True, publishes_kv=True),
+    "prefill": RoleTraits(prefills=True, decodes=False, publishes_kv=True),
+    "decode": RoleTraits(prefills=False, decodes=True, publishes_kv=False),
+    # Disaggregated decode workers never publish KV events (facts §f).
+}
 
 
 class PolynomialTimingConfig(BaseModel):
@@ -34,6 +52,10 @@ class InterpolatedTimingConfig(BaseModel):
     type: Literal["interpolated"]
     path: str
 
+    @property
+    def table_path(self) -> str:
+        return self.path
+
 
 class ExternalTimingConfig(BaseModel):
     """The reference's spelling of a profiled table: provider dynamo_profile, config.path."""
@@ -48,6 +70,10 @@ class ExternalTimingConfig(BaseModel):
         if "path" not in self.config:
             raise ValueError("timing_model.config.path is required for provider dynamo_profile")
         return self
+
+    @property
+    def table_path(self) -> str:
+        return self.config["path"]
 
 
 TimingConfig = Union[PolynomialTimingConfig, FixedTimingConfig, InterpolatedTimingConfig, ExternalTimingConfig]
@@ -97,14 +123,6 @@ class EngineConfig(BaseModel):
     def capacity_tokens(self) -> int:
         return self.num_gpu_blocks * self.block_size_tokens
 
-    def timing_table_path(self) -> str | None:
-        if self.planner_profile_data is not None:
-            return self.planner_profile_data
-        if isinstance(self.timing_model, InterpolatedTimingConfig):
-            return self.timing_model.path
-        if isinstance(self.timing_model, ExternalTimingConfig):
-            return self.timing_model.config["path"]
-        return None
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,7 @@
 
 These are the values that cross from an engine to the event plane, the router
 index and the planner. They are frozen, slotted dataclasses because engines
-create them on hot paths; `cluster.eventplane` wraps them into pydantic wire
+create them on hot paths; `cluster.plane.messages` wraps them into pydantic wire
 models when they cross a process or a file.
 
 Invariants:

@@ -158,3 +158,20 @@ class PromptHasher:
             seqs.append(parent)
             locals_.append(local)
         return seqs, locals_
+
+
+class PromptHashers:
+    """One `PromptHasher` per (engine block size, trace block size), shared by the ranks of a host
+    so requests that share a prefix hash it once however they are spread over ranks."""
+
+    __slots__ = ("_by_sizes",)
+
+    def __init__(self) -> None:
+        self._by_sizes: dict[tuple[int, int], PromptHasher] = {}
+
+    def get(self, block_size: int, trace_block_size: int) -> PromptHasher:
+        key = (block_size, trace_block_size)
+        hasher = self._by_sizes.get(key)
+        if hasher is None:
+            hasher = self._by_sizes[key] = PromptHasher(block_size, trace_block_size)
+        return hasher

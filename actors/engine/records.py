@@ -1,10 +1,15 @@
-"""Per-request timing records and the inter-token gap log that reports are built from.
+"""Per-request records, failure reasons, and the inter-token gap log that reports are built from.
 
-The engine writes token timestamps into a request's `RequestRecord`; the
-frontend writes arrival/dispatch times. No per-token objects exist: a request
-keeps its first, second and last token times, and every inter-token gap of the
-whole run goes into one `GapLog` as (values, weight) chunks, so a macro-stepped
-decode run of k passes over n requests costs one numpy array, not k*n floats.
+Two records per request, each field with one writer:
+- `EngineRecord`: what the rank that ran the request observed (engine times, admissions,
+  prefix reuse). Only the engine rank writes it (`actors.engine.scheduler`); it travels back
+  in the completion message and is attached to the client record unchanged;
+- `RequestRecord`: the client's view. The frontend writes identity, arrival, dispatch, the
+  client-observed token times and the terminal status and reason; the router host writes the
+  routing fields (`worker_id`, `dp_rank`, `routing_history`).
+No per-token objects exist: a request keeps its first, second and last token times, and every
+inter-token gap of the whole run goes into one `GapLog` as (values, weight) chunks, so a
+macro-stepped decode run of k passes over n requests costs one numpy array, not k*n floats.
 """
 
 from __future__ import annotations
@@ -25,15 +30,61 @@ class TerminalStatus(str, Enum):
     REJECTED = "rejected"
     """Refused by the engine: prompt larger than the KV cache or max_model_len, or unschedulable."""
     FAILED = "failed"
-    """Lost to a fault (worker or node killed)."""
+    """Lost to a fault (worker or node killed) or refused by the router."""
+
+
+class FailureReason(str, Enum):
+    """Why a request did not complete (machine-readable; `RequestRecord.reason_detail` says more)."""
+
+    WORKER_KILLED = "worker_killed"
+    """Its worker died (a fault) while it was queued or running there, or it reached a dead worker."""
+    WORKER_REMOVED = "worker_removed"
+    """Its worker was removed without draining (`remove_worker(..., drain=False)`)."""
+    NO_LIVE_WORKER = "no_live_worker"
+    """No worker could take it."""
+    ROUTER_QUEUE_FULL = "router_queue_full"
+    """The router queue was at `router_queue_max_size`."""
+    REJECTED_PROMPT_TOO_LONG = "rejected_prompt_too_long"
+    """The prompt needs more KV blocks than the rank has."""
+    REJECTED_MAX_MODEL_LEN = "rejected_max_model_len"
+    """The prompt is at least `max_model_len` tokens."""
+    REJECTED_TOKEN_BUDGET = "rejected_token_budget"
+    """With chunked prefill off, the prompt exceeds `max_num_batched_tokens`."""
+    REJECTED_KV_CAPACITY = "rejected_kv_capacity"
+    """After a preemption, the grown sequence no longer fits the rank's KV cache."""
+
+
+@dataclass(slots=True)
+class EngineRecord:
+    """What the engine rank that ran a request observed; engine-time milliseconds.
+
+    Written only by that rank. Every field travels in the completion message by name
+    (`cluster.plane.codec`), so a new field needs no edit outside the engine.
+    """
+
+    output_length: int = 0
+    first_admit_ms: float | None = None
+    first_token_ms: float | None = None
+    second_token_ms: float | None = None
+    last_token_ms: float | None = None
+    end_ms: float | None = None
+    """When the request ended on the engine (completed, rejected or failed)."""
+    reused_input_tokens: int = 0
+    """Prefix-cache hit at the first admission."""
+    admission_count: int = 0
+    admitted_tokens_total: int = 0
+    """Sum over admissions of the sequence length admitted (prompt + tokens generated so far)."""
+    reused_tokens_total: int = 0
+    """Sum over admissions of the tokens served from the prefix cache."""
+    num_preemptions: int = 0
 
 
 @dataclass(slots=True)
 class RequestRecord:
-    """Everything the report needs about one request (one turn of a session).
+    """The client's record of one request (one turn of a session); see the module docstring.
 
-    Times are simulated milliseconds. `dispatched_ms` is when the frontend sent the
-    request to the router: equal to `arrival_ms` in trace mode, later in
+    Times are simulated milliseconds as the client sees them. `dispatched_ms` is when the
+    frontend sent the request to the router: equal to `arrival_ms` in trace mode, later in
     closed-loop concurrency mode. Latencies (TTFT, e2e) are measured from dispatch.
     """
 
@@ -46,28 +97,45 @@ class RequestRecord:
     dispatched_ms: float = float("nan")
     worker_id: int = -1
     dp_rank: int = 0
-    output_length: int = 0
-    first_admit_ms: float | None = None
+    routing_history: list[dict[str, object]] = field(default_factory=list)
+    """One entry per routing decision of a KV-aware router (reference `routing_history` keys)."""
+    engine: EngineRecord = field(default_factory=EngineRecord)
+    """The engine's record, attached when the request ended on a rank."""
     first_token_ms: float | None = None
     second_token_ms: float | None = None
     last_token_ms: float | None = None
     terminal_ms: float | None = None
-    reused_input_tokens: int = 0
-    """Prefix-cache hit at the first admission."""
-    admission_count: int = 0
-    admitted_tokens_total: int = 0
-    """Sum over admissions of the sequence length admitted (prompt + tokens generated so far)."""
-    reused_tokens_total: int = 0
-    """Sum over admissions of the tokens served from the prefix cache."""
-    num_preemptions: int = 0
     terminal_status: TerminalStatus = TerminalStatus.INCOMPLETE
-    reject_reason: str | None = None
-    routing_history: list[dict[str, object]] = field(default_factory=list)
-    """One entry per routing decision of a KV-aware router (reference `routing_history` keys)."""
+    reason: FailureReason | None = None
+    """Why it did not complete (None for completed and incomplete requests)."""
+    reason_detail: str | None = None
+    cause: str | None = None
+    """What caused the failure, when a scheduled event did: a fault id (`faults.1`) or a control action."""
+
+    # The engine's counters, read through (the engine record is their only writer).
+    @property
+    def output_length(self) -> int:
+        return self.engine.output_length
+
+    @property
+    def first_admit_ms(self) -> float | None:
+        return self.engine.first_admit_ms
+
+    @property
+    def reused_input_tokens(self) -> int:
+        return self.engine.reused_input_tokens
+
+    @property
+    def admission_count(self) -> int:
+        return self.engine.admission_count
+
+    @property
+    def num_preemptions(self) -> int:
+        return self.engine.num_preemptions
 
     @property
     def readmission_count(self) -> int:
-        return max(0, self.admission_count - 1)
+        return max(0, self.engine.admission_count - 1)
 
     @property
     def ttft_ms(self) -> float | None:
@@ -82,9 +150,10 @@ class RequestRecord:
     @property
     def tpot_ms(self) -> float | None:
         """Mean time per output token after the first: (last - first) / (output_length - 1)."""
-        if self.output_length < 2 or self.first_token_ms is None or self.last_token_ms is None:
+        n = self.engine.output_length
+        if n < 2 or self.first_token_ms is None or self.last_token_ms is None:
             return None
-        return (self.last_token_ms - self.first_token_ms) / (self.output_length - 1)
+        return (self.last_token_ms - self.first_token_ms) / (n - 1)
 
     @property
     def e2e_latency_ms(self) -> float | None:

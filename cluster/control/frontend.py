@@ -3,7 +3,7 @@
 Flow of one request: its arrival (a trace timestamp, or the previous turn of its session
 completing plus the turn's delay) reaches the frontend at ARRIVE priority; in concurrency
 mode it waits for one of `concurrency` in-flight slots. Dispatch creates the request's
-record (ids are dispatch order) and hands it to the router (`cluster.routing`), which
+record (ids are dispatch order) and hands it to the router (`cluster.control.router_host`), which
 sends it to a rank now or after queueing. Responses come back over the event plane:
 - `FirstTokenMsg`: the client sees the first token when the message arrives; the gap
   between arrival and engine time is the stream's latency, added to later engine times;
@@ -22,7 +22,7 @@ import heapq
 from collections import deque
 from typing import Callable
 
-from actors.engine.records import RequestRecord, TerminalStatus
+from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
 from cluster.plane.messages import CompletionMsg, FirstTokenMsg
 from cluster.sim.clock import EventLoop, Priority
 from cluster.workload.model import Workload
@@ -131,31 +131,27 @@ class Frontend:
         self._token_shift[msg.request_id] = now - msg.t_ms
 
     def on_completion(self, now: float, msg: CompletionMsg) -> None:
+        """The request ended on a rank: attach the engine's record; client times are shifted by
+        the latency the response stream had (the first token's), a completion's end is now."""
         rec = self.records[msg.request_id]
         shift = self._token_shift.pop(msg.request_id, 0.0)
-        rec.output_length = msg.output_length
-        rec.first_admit_ms = msg.first_admit_ms
-        if msg.second_token_ms is not None:
-            rec.second_token_ms = msg.second_token_ms + shift
+        engine = msg.record
+        rec.engine = engine
+        if engine.second_token_ms is not None:
+            rec.second_token_ms = engine.second_token_ms + shift
         if msg.status is TerminalStatus.COMPLETED:
             rec.last_token_ms = now
-        elif msg.last_token_ms is not None:
-            rec.last_token_ms = msg.last_token_ms + shift
-        rec.reused_input_tokens = msg.reused_input_tokens
-        rec.admission_count = msg.admission_count
-        rec.admitted_tokens_total = msg.admitted_tokens_total
-        rec.reused_tokens_total = msg.reused_tokens_total
-        rec.num_preemptions = msg.num_preemptions
-        rec.reject_reason = msg.reject_reason
-        self.terminal(now, rec, msg.status)
+        elif engine.last_token_ms is not None:
+            rec.last_token_ms = engine.last_token_ms + shift
+        self.terminal(now, rec, msg.status, msg.reason, msg.detail, msg.cause)
 
-    def terminal(self, now: float, rec: RequestRecord, status: TerminalStatus, reason: str | None = None) -> None:
+    def terminal(self, now: float, rec: RequestRecord, status: TerminalStatus, reason: FailureReason | None = None,
+                 detail: str | None = None, cause: str | None = None) -> None:
         """A request ended: record it, free its slot, schedule its session's next turn."""
         assert rec.terminal_status is TerminalStatus.INCOMPLETE, f"request {rec.request_id} ended twice"
         rec.terminal_status = status
         rec.terminal_ms = now
-        if reason is not None:
-            rec.reject_reason = reason
+        rec.reason, rec.reason_detail, rec.cause = reason, detail, cause
         self._in_flight -= 1
         self.num_terminal += 1
         if self._on_done is not None:

@@ -18,9 +18,9 @@ import heapq
 import math
 from collections.abc import Callable
 
-from actors.engine.records import RequestRecord, TerminalStatus
+from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
 from cluster.control.frontend import Frontend
-from cluster.control.router_host import RouteQuery, RouterHost
+from cluster.control.router_host import PromptHashes, RouterHost
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
     CONTROL_ADDR,
@@ -82,21 +82,19 @@ class ControlHost:
     # ------------------------------------------------------------------ plane callbacks
 
     def send_request(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], gidx: int,
-                     query: RouteQuery) -> None:
+                     hashes: PromptHashes) -> None:
         w, r = self.router.slots[gidx]
         record.worker_id, record.dp_rank = w, r
-        hashes = query.computed()
         msg = RequestMsg(record.request_id, w, r, record.input_length, record.requested_output_length, hash_ids,
-                         self.frontend.workload.trace_block_size, record.dispatched_ms,
-                         *(hashes if hashes is not None else (None, None)))
+                         self.frontend.workload.trace_block_size, record.dispatched_ms, hashes[0], hashes[1])
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
 
     def _announce_shutdown(self, now: float) -> None:
         for g in range(len(self.router.slots)):
             self.plane.send(Topic.CONTROL, CONTROL_ADDR, rank_addr(g), ShutdownMsg(now), now)
 
-    def reject(self, now: float, record: RequestRecord, reason: str) -> None:
-        self.frontend.terminal(now, record, TerminalStatus.REJECTED, reason)
+    def reject(self, now: float, record: RequestRecord, reason: FailureReason, detail: str) -> None:
+        self.frontend.terminal(now, record, TerminalStatus.REJECTED, reason, detail)
 
     def on_message(self, now: float, item: tuple[int, Message]) -> None:
         msg = item[1]

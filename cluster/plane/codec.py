@@ -15,7 +15,7 @@ import msgpack
 from pydantic import TypeAdapter, ValidationError
 
 from actors.engine.events import KvCleared, KvEvent, KvEventData, KvRemoved, KvStored, LoadMetrics
-from actors.engine.records import TerminalStatus
+from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
 from cluster.plane.messages import (
     CompletionMsg,
     Envelope,
@@ -55,6 +55,8 @@ _TOPICS = list(Topic)
 _TOPIC_INDEX = {t: i for i, t in enumerate(_TOPICS)}
 _STATUSES = list(TerminalStatus)
 _STATUS_INDEX = {s: i for i, s in enumerate(_STATUSES)}
+_RECORD_FIELDS = tuple(f.name for f in fields(EngineRecord))
+"""An engine record travels as its field values in declaration order: a new field needs no edit here."""
 
 
 def _kv_event_out(e: KvEvent) -> list[Any]:
@@ -115,9 +117,10 @@ def _msg_out(msg: Message) -> list[Any]:
     if isinstance(msg, FirstTokenMsg):
         return [Kind.FIRST_TOKEN, msg.request_id, msg.worker_id, msg.dp_rank, msg.t_ms]
     if isinstance(msg, CompletionMsg):
-        values = [getattr(msg, f.name) for f in fields(CompletionMsg)]
-        values[3] = _STATUS_INDEX[msg.status]
-        return [Kind.COMPLETION, *values]
+        rec = msg.record
+        return [Kind.COMPLETION, msg.request_id, msg.worker_id, msg.dp_rank, _STATUS_INDEX[msg.status],
+                [getattr(rec, name) for name in _RECORD_FIELDS], None if msg.reason is None else msg.reason.value,
+                msg.detail, msg.cause]
     if isinstance(msg, LoadMetricsMsg):
         return [Kind.LOAD_METRICS, *_metrics_out(msg)]
     if isinstance(msg, ReplayRequestMsg):
@@ -128,7 +131,7 @@ def _msg_out(msg: Message) -> list[Any]:
         return [Kind.REPLAY_REPLY, msg.worker_id, msg.dp_rank, msg.from_seq,
                 [_batch_out(b) for b in msg.batches], snap_raw]
     if isinstance(msg, WorkerDownMsg):
-        return [Kind.WORKER_DOWN, msg.worker_id, msg.dp_rank, msg.t_ms, msg.reason]
+        return [Kind.WORKER_DOWN, msg.worker_id, msg.dp_rank, msg.t_ms, msg.reason.value, msg.detail]
     if isinstance(msg, ShutdownMsg):
         return [Kind.SHUTDOWN, msg.t_ms]
     raise TypeError(f"not an event-plane message: {msg!r}")
@@ -145,9 +148,9 @@ def _msg_in(raw: list[Any]) -> Message:
     if kind == Kind.FIRST_TOKEN:
         return FirstTokenMsg(*rest)
     if kind == Kind.COMPLETION:
-        values = list(rest)
-        values[3] = _STATUSES[values[3]]
-        return CompletionMsg(*values)
+        rid, w, r, status, record, reason, detail, cause = rest
+        return CompletionMsg(rid, w, r, _STATUSES[status], EngineRecord(*record),
+                             None if reason is None else FailureReason(reason), detail, cause)
     if kind == Kind.LOAD_METRICS:
         return _metrics_in(rest)
     if kind == Kind.REPLAY_REQUEST:
@@ -157,7 +160,8 @@ def _msg_in(raw: list[Any]) -> Message:
         snap = None if snap_raw is None else KvSnapshot(tuple(snap_raw[0]), snap_raw[1], snap_raw[2])
         return ReplayReplyMsg(w, r, from_seq, tuple(_batch_in(b) for b in batches), snap)
     if kind == Kind.WORKER_DOWN:
-        return WorkerDownMsg(*rest)
+        w, r, t_ms, reason, detail = rest
+        return WorkerDownMsg(w, r, t_ms, FailureReason(reason), detail)
     if kind == Kind.SHUTDOWN:
         return ShutdownMsg(*rest)
     raise DecodeError(f"unknown message kind {kind!r}")

@@ -1,7 +1,7 @@
 """One shard's endpoint on the simulated event plane, and the plane's settings.
 
 `PlaneEndpoint.send(topic, src, dst, msg, now)` draws the message's fate on the sender's
-link (`cluster.links.Link`) and, for each arriving copy, either schedules the delivery on
+link (`cluster.plane.links.Link`) and, for each arriving copy, either schedules the delivery on
 this shard's loop (the receiver lives here) or puts an `Envelope` in the outbox for the
 runtime to carry to the receiver's shard. `publish` sends to every subscriber of a topic.
 Delivery events are `(t_arrive, DELIVER, delivery_key(src, src_seq, copy))`: the key comes

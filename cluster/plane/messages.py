@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Union
 
 from actors.engine.events import KvEvent, LoadMetrics
-from actors.engine.records import TerminalStatus
+from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
 
 CONTROL_ADDR = 0
 """The control shard: frontend and router."""
@@ -89,28 +89,21 @@ class FirstTokenMsg:
 
 @dataclass(frozen=True, slots=True)
 class CompletionMsg:
-    """A request ended on the engine: completed, rejected or failed; its engine-side record.
+    """A request ended on the engine: completed, rejected or failed, with the engine's record.
 
-    Times are engine times; the frontend turns them into client-observed times by adding
-    the latency the response stream actually had (see `cluster.frontend`).
+    The record's times are engine times; the frontend turns them into client-observed times
+    by adding the latency the response stream actually had (see `cluster.control.frontend`).
+    `cause` names the fault or control action that failed it, when one did.
     """
 
     request_id: int
     worker_id: int
     dp_rank: int
     status: TerminalStatus
-    output_length: int
-    first_admit_ms: float | None
-    first_token_ms: float | None
-    second_token_ms: float | None
-    last_token_ms: float | None
-    terminal_ms: float
-    reused_input_tokens: int
-    admission_count: int
-    admitted_tokens_total: int
-    reused_tokens_total: int
-    num_preemptions: int
-    reject_reason: str | None
+    record: EngineRecord
+    reason: FailureReason | None = None
+    detail: str | None = None
+    cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +173,8 @@ class WorkerDownMsg:
     worker_id: int
     dp_rank: int
     t_ms: float
-    reason: str
+    reason: FailureReason
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)

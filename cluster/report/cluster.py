@@ -1,7 +1,7 @@
 """The report of a scenario run: the reference summary plus cluster sections (DESIGN §11).
 
 Sections:
-- `summary`: the reference replay's keys (`cluster.report.build_summary`); `gpu_hours`
+- `summary`: the reference replay's keys (`cluster.report.summary.build_summary`); `gpu_hours`
   counts every vGPU of every worker for the whole run;
 - `workers`, `nodes`: placement, KV capacity and engine counters;
 - `event_plane`: per-topic link counters, the router's KV stream reassembly
@@ -81,8 +81,12 @@ def build_report(world: World, result: RunResult, control: ControlHost) -> dict[
             "physical_gpu_hours": _physical_share(held) * duration_h,
         })
     statuses = Counter(r.terminal_status.value for r in records)
-    failed_by_reason = Counter(r.reject_reason for r in records if r.terminal_status is TerminalStatus.FAILED)
-    faults = [dict(f, requests_failed=failed_by_reason.get(_reason(f), 0)) for f in world.faults]
+    failed_by_cause = Counter(r.cause for r in records if r.terminal_status is TerminalStatus.FAILED)
+    faults = []
+    for f in world.faults:
+        entry = {k: v for k, v in f.items() if k != "id"}
+        entry["requests_failed"] = failed_by_cause.get(str(f["id"]), 0)
+        faults.append(entry)
     kv = control.router.kv_router
     plane: dict[str, Any] = {
         "links": {t.value: asdict(c) for t, c in result.counters.items() if c.sent},
@@ -116,11 +120,3 @@ def _physical_share(held: list[Any]) -> float:
             total += v.sm_fraction if v.isolation != "time-sliced" else v.core_limit
     return total
 
-
-def _reason(fault: dict[str, object]) -> str:
-    kind, target = fault["kind"], fault["target"]
-    if kind == "kill_node":
-        return f"node {target} killed"
-    if kind == "kill_worker":
-        return f"worker {target} killed"
-    return ""

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from actors.engine.records import RequestRecord
+from actors.engine.records import RequestRecord, TerminalStatus
 
 
 def _dumps(obj: object, indent: int | None) -> str:
@@ -31,7 +31,8 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]
     """One dict per record with the reference's per-request keys (facts §h) that we track.
 
     Ordered by (arrival_time_ms, request_id); `itl_ms` is the request's TPOT; a worker id
-    of -1 (never dispatched) becomes `decode_worker_idx: null`.
+    of -1 (never dispatched) becomes `decode_worker_idx: null`. A request that did not complete also has
+    `reason` (a `FailureReason` value, null while incomplete), `reason_detail` and `cause`.
     """
     rows: list[dict[str, object]] = []
     for r in sorted(records, key=lambda rec: (rec.arrival_ms, rec.request_id)):
@@ -62,6 +63,9 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]
                 "routing_history": r.routing_history,
             }
         )
+        if r.terminal_status is not TerminalStatus.COMPLETED:  # why, for every request that did not complete
+            rows[-1].update(reason=None if r.reason is None else r.reason.value, reason_detail=r.reason_detail,
+                            cause=r.cause)
     return rows
 
 

@@ -156,7 +156,7 @@ def build_summary(
         "processed_tokens_per_s": per_wall_s(processed),
         "processed_output_tokens_per_s": per_wall_s(total_out),
         "prefix_cache_reused_ratio": _ratio(
-            sum(r.reused_tokens_total for r in records), sum(r.admitted_tokens_total for r in records)
+            sum(r.engine.reused_tokens_total for r in records), sum(r.engine.admitted_tokens_total for r in records)
         ),
         "first_admission_prefix_cache_reused_ratio": _ratio(sum(r.reused_input_tokens for r in done), total_in),
     }

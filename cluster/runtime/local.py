@@ -29,9 +29,7 @@ def finish_run(control: ControlHost, nodes: Sequence[NodeShardResult],
             total = counters[topic]
             for name in ("sent", "delivered", "lost", "duplicated", "reordered", "partitioned"):
                 setattr(total, name, getattr(total, name) + getattr(c, name))
-    kv = control.router.kv_router
-    if kv is not None:
-        kv.advance(float("inf"))  # events still held by kv_event_lag_ms reach the index
+    control.router.kv_router.advance(float("inf"))  # events still held by kv_event_lag_ms reach the index
     return RunResult(records=control.frontend.records, gaps=gaps, ranks=ranks, kv_events=kv_events,
                      counters=counters, num_events=num_events, end_ms=end_ms)
 
@@ -43,7 +41,7 @@ def run_local(setup: SimulationSetup, on_done: Callable[[RequestRecord], None] |
     `kv_tap` sees every KV batch the ranks publish, as they publish it (e.g. a ZMQ mirror).
     """
     shard = Shard(setup.shard_plan(setup.ranks), hosts_control=True)
-    shard.nodes.kv.kv_tap = kv_tap
+    shard.nodes.kv_tap = kv_tap
     control = shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
     control.frontend.start()
     shard.advance(float("inf"))

@@ -156,8 +156,6 @@ def run_ray(setup: SimulationSetup, node_of_rank: Sequence[str], shards: int = 1
             on_done: Callable[[RequestRecord], None] | None = None, address: str | None = None,
             channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
     """Run `setup` with its nodes spread over `shards` Ray actors (see the module docstring)."""
-    if setup.policy is not None:
-        raise RuntimeSetupError("the Ray runtime routes with a KvRouter (custom policies run on the Local runtime)")
     l_req = setup.plane.min_latency_ms(REQUEST_TOPICS)
     l_resp = setup.plane.min_latency_ms(RESPONSE_TOPICS)
     if l_req + l_resp <= 0.0:

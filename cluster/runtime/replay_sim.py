@@ -12,7 +12,6 @@ from actors.engine.config import EngineConfig
 from actors.engine.events import KvEvent
 from actors.engine.records import GapLog, RequestRecord
 from actors.engine.timing.models import TimingModel
-from cluster.control.router_host import RoutingPolicy
 from cluster.nodes.host import RankSpec, RankStats
 from cluster.runtime.local import run_local
 from cluster.runtime.setup import SimulationSetup
@@ -66,7 +65,6 @@ class ReplaySimulation:
         num_workers: int,
         *,
         concurrency: int | None = None,
-        router: RoutingPolicy | None = None,
         timing: TimingModel | None = None,
         timings: Sequence[TimingModel] | None = None,
         contention: Sequence[Sequence[tuple[int, float]]] = (),
@@ -79,8 +77,6 @@ class ReplaySimulation:
             raise ValueError("num_workers must be at least 1")
         if timings is not None and len(timings) != num_workers:
             raise ValueError(f"timings has {len(timings)} models for {num_workers} workers")
-        if kv_router is not None and router is not None:
-            raise ValueError("give either router or kv_router")
         per_worker = list(timings) if timings is not None else [timing] * num_workers
         group_of: dict[int, tuple[int | None, float]] = {}
         for k, group in enumerate(contention):
@@ -91,7 +87,7 @@ class ReplaySimulation:
             gid, limit = group_of.get(w, (None, 1.0))
             for r in range(engine.dp_size):
                 ranks.append(RankSpec(len(ranks), w, r, engine, per_worker[w], cotenant_group=gid, core_limit=limit))
-        self.setup = SimulationSetup(workload, ranks, concurrency=concurrency, kv_router=kv_router, policy=router,
+        self.setup = SimulationSetup(workload, ranks, concurrency=concurrency, kv_router=kv_router,
                                      macro_step=macro_step, collect_kv_events=collect_kv_events)
         self._on_done = on_request_done
 

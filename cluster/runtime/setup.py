@@ -1,7 +1,7 @@
 """What a run simulates: `SimulationSetup` (workload, ranks, router, event plane, faults).
 
 `SimulationSetup` says what runs: the workload, the ranks (`RankSpec`, global index
-order), the router (a `KvRouter` or a simple `RoutingPolicy`), the event plane, faults.
+order), the router (a `KvRouter` in any mode), the event plane, faults.
 The runtimes (`cluster.runtime.local`, `cluster.runtime.ray`) run it; both produce the
 same `RunResult`.
 """
@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import RequestRecord
 from cluster.control.host import ControlHost
-from cluster.control.router_host import RoundRobinRouter, RouterHost, RoutingPolicy
+from cluster.control.router_host import RouterHost
 from cluster.nodes.host import HostOptions, RankKill, RankSpec
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import Partition
@@ -22,6 +22,7 @@ from cluster.plane.messages import CONTROL_ADDR, Topic
 from cluster.runtime.shard import ShardPlan
 from cluster.sim.clock import EventLoop
 from cluster.workload.model import Workload
+from router.config import KvRouterConfig
 from router.router import KvRouter
 
 
@@ -35,8 +36,7 @@ class SimulationSetup:
     plane: EventPlaneConfig = ZERO_LATENCY
     concurrency: int | None = None
     kv_router: KvRouter | None = None
-    policy: RoutingPolicy | None = None
-    """Used when `kv_router` is None; default round robin over ranks."""
+    """None: round robin over the ranks."""
     macro_step: bool = True
     collect_kv_events: bool = False
     kills: tuple[RankKill, ...] = ()
@@ -51,23 +51,26 @@ class SimulationSetup:
         sizes = {spec.engine.block_size_tokens for spec in self.ranks}
         if len(sizes) > 1:
             raise ValueError(f"all workers behind one router need one KV block size, got {sorted(sizes)}")
-        if self.kv_router is not None and self.policy is not None:
-            raise ValueError("give either kv_router or policy")
+        if self.kv_router is None:
+            self.kv_router = KvRouter(KvRouterConfig(router_mode="round_robin"), self.block_size, seed=0)
 
     @property
     def block_size(self) -> int:
         return self.ranks[0].engine.block_size_tokens if self.ranks else 64
 
     @property
+    def router(self) -> KvRouter:
+        assert self.kv_router is not None  # set in __post_init__
+        return self.kv_router
+
+    @property
     def subscribes_kv(self) -> bool:
-        return self.kv_router is not None and self.kv_router.config.use_kv_events
+        return self.router.config.needs_kv_events
 
     @property
     def uses_metrics(self) -> bool:
         """Whether ranks publish load metrics (the router blends them, or heartbeats are on)."""
-        if self.kv_router is None:
-            return False
-        return self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+        return self.router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
 
     @property
     def heartbeat_ms(self) -> float | None:
@@ -97,11 +100,8 @@ class SimulationSetup:
     def build_control(self, loop: EventLoop, plane: PlaneEndpoint,
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
         control = ControlHost(loop, plane)
-        policy = None
-        if self.kv_router is None:
-            policy = self.policy if self.policy is not None else RoundRobinRouter(len(self.ranks))
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
-        router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], policy, self.kv_router, plane,
+        router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery)
         lossy = self.plane.kv_lossy or bool(self.partitions)
         control.wire(self.workload, router, self.concurrency, on_done=on_done, stream_lossy=lossy,

@@ -7,7 +7,7 @@ run ahead of the others up to a horizon (`advance`) and exchange envelopes after
 (`take_outbox` / `inject`). The Local runtime builds ONE shard holding everything; the
 Ray runtime builds a control shard in the driver and node shards in Ray actors. Both give
 the same report because every event's same-instant order key is derived from its own
-component (see `cluster.plane` and `cluster.nodehost`).
+component (see `cluster.plane.endpoint` and `cluster.nodes.host`).
 
 `ShardPlan` is the picklable description a node shard is built from. The window protocol
 between the coordinator and a remote node shard is here too: msgpack payloads, step =
@@ -148,7 +148,7 @@ class Shard:
 
     def node_result(self) -> NodeShardResult:
         self.nodes.finalize()
-        return NodeShardResult(self.nodes.rank_stats(), self.gaps, self.nodes.kv.collected,
+        return NodeShardResult(self.nodes.rank_stats(), self.gaps, self.nodes.collected_kv_events(),
                                self.plane.counters, self.loop.num_events, self.loop.now_ms)
 
 

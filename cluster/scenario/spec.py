@@ -24,7 +24,7 @@ file, then in the current directory, then in the clustersim source tree; the fir
 exists wins (an output dir is created in the current directory). `load_scenario` refuses
 bad input before anything runs, with one line naming the file and the field
 (`ScenarioError`); impossible placements and unknown MIG profiles are caught when the
-cluster is built (`cluster.world`), with the same kind of message.
+cluster is built (`cluster.scenario.world`), with the same kind of message.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 `build_world(loaded)`:
 1. builds every node from its accelerator file (and virtualization override);
-2. places each deployment's workers (`cluster.placement.Placer`), every DP rank on
+2. places each deployment's workers (`cluster.hardware.placement.Placer`), every DP rank on
    `tp_size` vGPUs of one node, in deployment order, worker `<deployment>-<i>`;
 3. gives each rank its timing model and KV block count: roofline timing from the model
-   architecture and the vGPU (`cluster.roofline`), or the engine's own timing model; the
+   architecture and the vGPU (`cluster.hardware.roofline`), or the engine's own timing model; the
    KV blocks come from the device map of the model on the vGPU unless the engine sets
    `num_gpu_blocks`. Time-sliced vGPUs on one physical card become a co-tenant group;
 4. turns faults into rank kills and event-plane partitions;
@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from actors.engine.config import EngineConfig
+from actors.engine.records import FailureReason
 from cluster.hardware.accelerator import AcceleratorFile, read_toml
 from cluster.hardware.catalog import default_catalog, summarize_validation_error
 from cluster.hardware.devicemap import DeviceMapError, auto_device_map, num_gpu_blocks
@@ -233,25 +234,29 @@ def _faults(loaded: LoadedScenario, workers: list[WorkerInfo], node_of_rank: lis
     kills: list[RankKill] = []
     partitions: list[Partition] = []
     listed: list[dict[str, object]] = []
-    for f in loaded.scenario.faults:
+    for k, f in enumerate(loaded.scenario.faults):
         t = f.at_s * 1000.0
+        cause = f"faults.{k}"
         if isinstance(f, KillWorkerFault):
             ws = [w for w in workers if w.name == f.kill_worker]
-            kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), f"worker {f.kill_worker} killed"))
+            kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
+                                  f"worker {f.kill_worker} killed", cause))
             listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker,
-                           "workers": [w.name for w in ws]})
+                           "workers": [w.name for w in ws], "id": cause})
         elif isinstance(f, KillNodeFault):
             # A worker with any rank on the node dies whole: its other ranks cannot serve alone.
             ws = [w for w in workers if any(node_of_rank[g] == f.kill_node for g in w.gidxs)]
-            kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), f"node {f.kill_node} killed"))
-            listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "workers": [w.name for w in ws]})
+            kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
+                                  f"node {f.kill_node} killed", cause))
+            listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "workers": [w.name for w in ws],
+                           "id": cause})
         else:
             assert isinstance(f, PartitionFault)
             names = set(f.partition.nodes)
             isolated = frozenset(rank_addr(g) for g, n in enumerate(node_of_rank) if n in names)
             partitions.append(Partition(t, t + f.partition.duration_s * 1000.0, isolated))
             listed.append({"at_ms": t, "kind": "partition", "target": sorted(names),
-                           "until_ms": t + f.partition.duration_s * 1000.0})
+                           "until_ms": t + f.partition.duration_s * 1000.0, "id": cause})
     return tuple(kills), tuple(partitions), listed
 
 

@@ -1,7 +1,7 @@
 """The vLLM KV-cache event wire format: a pure msgpack codec plus ZMQ endpoint rules.
 
 This module only turns values into bytes and back (it opens no socket and reads no
-clock), so it is core code; `cluster.zmq_transport` is the host that moves the bytes.
+clock), so it is core code; `cluster.wire.zmq_publisher` is the host that moves the bytes.
 
 Operations:
 - `encode_vllm_batch(ts_s, events, dp_rank, block_size)` -> msgpack bytes of one

@@ -4,8 +4,8 @@
 seq 0, 1, 2, ... per batch, plus a bounded ring buffer of the last `buffer_steps`
 batches served on an optional ROUTER replay socket, either from the host's loop
 (`serve_replay`) or from a background thread (`start`). The receiving end, which
-repairs gaps through that replay socket, is `cluster.zmq_subscriber.ZmqKvSubscriber`.
-(`cluster.zmq_mirror.KvZmqMirror` puts one publisher per simulated rank, so a run's KV
+repairs gaps through that replay socket, is `cluster.wire.zmq_subscriber.ZmqKvSubscriber`.
+(`cluster.wire.mirror.KvZmqMirror` puts one publisher per simulated rank, so a run's KV
 events reach real indexers over real sockets.)
 
 Replay protocol (vLLM): the client sends `[b"", start_seq 8B BE]`; the ROUTER sees

@@ -4,7 +4,7 @@
 drops duplicates, and on a gap asks the publisher's ROUTER replay socket (through a
 DEALER) for the missing batches; what the replay cannot supply is counted in
 `num_missing` and raises `needs_resync` (ZMQ has no full resync; the simulated event
-plane does). The sending end and the replay protocol are in `cluster.zmq_transport`.
+plane does). The sending end and the replay protocol are in `cluster.wire.zmq_publisher`.
 
 Threading: one thread owns a subscriber (zmq sockets are not thread-safe).
 """

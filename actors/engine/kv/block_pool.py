@@ -19,7 +19,8 @@ Model (facts §e, the reference vLLM pool):
 
 Operations: `lookup_prefix`, `count_active_prefix`, `touch`, `ensure_free`,
 `cache_new`, `add_private`, `free_private`, `release`. Events produced by
-evictions are appended to `pending` (the owner stamps them at pass end).
+evictions are appended to `pending` (the owner stamps them at pass end). `PagedKvCache`
+(`actors.engine.kv.cache`) puts a request's blocks on top of it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class BlockPool:
     """KV blocks of one rank. All counts are in blocks."""
 
     __slots__ = (
-        "num_blocks", "num_private", "num_cached", "num_inactive", "pending", "emit_token_ids",
+        "num_blocks", "num_private", "num_cached", "num_inactive", "pending",
         "_hash", "_refs", "_prev", "_next", "_free_ids", "_copies", "_head",
     )
 
@@ -43,8 +44,6 @@ class BlockPool:
         self.num_cached = 0
         self.num_inactive = 0
         self.pending: list[KvEventData] = []
-        self.emit_token_ids = False
-        """Stored events carry the blocks' token ids (for wire formats that need them)."""
         self._hash = [0] * num_blocks
         self._refs = [0] * num_blocks
         # LRU links over copy ids; index `num_blocks` is the sentinel (head side = _next[sentinel]).

@@ -12,7 +12,7 @@ Pass j (1-based) has `active_kv = S0 + (j - 1) * n` and ends at
 `T_j = T_{j-1} + d_j`, accumulated sequentially (`np.cumsum`) exactly as
 pass-by-pass execution adds them, so every timestamp is bit-identical.
 
-The run is materialised lazily: `materialize(m)` applies passes up to m (block
+The run is materialised lazily (`RankCore._materialize(m)` applies passes up to m: block
 allocations and their KV events only at the passes where some request crosses a
 block boundary), and a run can be truncated at any pass boundary when a message
 reaches the rank. Neither changes the outcome relative to pass-by-pass execution.
@@ -21,12 +21,17 @@ reaches the rank. Neither changes the outcome relative to pass-by-pass execution
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from actors.engine.request import EngineRequest
+from actors.engine.scheduler.state import RankState
+from actors.engine.timing.scaled import PassTiming
+
+if TYPE_CHECKING:
+    from actors.engine.scheduler.policy import SchedulerPolicy
 
 
 @dataclass(slots=True)
@@ -104,3 +109,39 @@ def crossing_passes(computed0: list[int], block_size: int, first_pass: int, last
     crossing[(-c) % block_size] = True
     passes = np.arange(first_pass, last_pass + 1, dtype=np.int64)
     return passes[crossing[passes % block_size]]
+
+
+def plan_decode_run(st: RankState, policy: SchedulerPolicy, timing: PassTiming, now: float) -> DecodeRun | None:
+    """The decode run the rank can start at `now`, or None when the next pass must run alone.
+
+    Every running request must be decoding (one token per pass), the policy must report
+    admission blocked for the whole run, and the run needs at least 2 passes: it ends
+    before the first request finishes or reaches `max_model_len`, and before the blocks it
+    allocates exceed free plus evictable capacity.
+    """
+    running = st.running
+    n = len(running)
+    if n == 0 or n > st.budget:
+        return None
+    for req in running:
+        if not req.in_decode or req.computed != req.seq_len - 1:
+            return None
+    if not policy.admission_blocked(st, st.budget - n):
+        return None
+    max_len = st.config.max_model_len
+    k = min(r.max_output - r.generated for r in running)
+    if max_len is not None:
+        k = min(k, min(max_len - r.seq_len for r in running))
+    if k < 2:
+        return None
+    computed0 = [r.computed for r in running]
+    cum = np.cumsum(new_blocks_per_pass(computed0, st.block_size, k))
+    k = min(k, int(np.searchsorted(cum, st.kv.num_allocatable, side="right")))
+    if k < 2:
+        return None
+    s0 = float(sum(r.seq_len for r in running))
+    active = s0 + np.arange(k, dtype=np.float64) * n
+    steps = np.empty(k + 1)
+    steps[0] = now
+    steps[1:] = timing.decode_ms(active, n)
+    return DecodeRun(list(running), computed0, np.cumsum(steps), k)
