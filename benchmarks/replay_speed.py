@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from actors.engine.config import EngineConfig
-from cluster.runtime.replay_sim import ReplaySimulation, SimulationResult
+from cluster.replay import replay_workload
+from cluster.runtime.shard import RunResult
 from cluster.workload.model import Workload
 from cluster.workload.mooncake import load_mooncake
 from cluster.workload.synthetic import SyntheticSpec, synthesize
@@ -27,19 +28,19 @@ DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "moo
 
 
 def _time(workload: Workload, engine: EngineConfig, workers: int, concurrency: int | None,
-          repeat: int) -> tuple[float, SimulationResult]:
+          repeat: int) -> tuple[float, RunResult]:
     best, result = float("inf"), None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        result = ReplaySimulation(workload, engine, workers, concurrency=concurrency).run()
+        result = replay_workload(workload, engine, workers, concurrency=concurrency)
         best = min(best, time.perf_counter() - t0)
     assert result is not None
     return best, result
 
 
-def _row(name: str, wall_s: float, res: SimulationResult, target_s: float) -> str:
+def _row(name: str, wall_s: float, res: RunResult, target_s: float) -> str:
     tokens = sum(r.input_length + r.output_length for r in res.records)
-    passes = sum(w.num_passes for w in res.workers)
+    passes = sum(r.num_passes for r in res.ranks)
     return (f"{name:<34} {wall_s:8.3f} s  target < {target_s:5.2f} s  {'OK ' if wall_s < target_s else 'MISS'}  "
             f"{tokens / wall_s:14,.0f} sim tok/s  {passes / wall_s:12,.0f} passes/s  "
             f"{res.num_events:9,d} events  sim {res.end_ms / 1000:9.1f} s")
@@ -65,7 +66,7 @@ def main() -> None:
 
     # How much work macro-stepping saves, on (a): the same replay pass by pass.
     t0 = time.perf_counter()
-    single = ReplaySimulation(wl_a, engine_a, 1, concurrency=100, macro_step=False).run()
+    single = replay_workload(wl_a, engine_a, 1, concurrency=100, macro_step=False)
     single_s = time.perf_counter() - t0
     print(f"macro-stepping on (a): {single.num_events / res_a.num_events:.1f}x fewer events, "
           f"{single_s / wall_a:.1f}x faster than pass by pass ({single_s:.2f} s)")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.report.cluster import build_report
+from cluster.report.build import build_report
 from cluster.runtime.ray import run
 from cluster.scenario.load import load_scenario
 from cluster.scenario.world import build_world

@@ -61,7 +61,7 @@ class _Pending:
 class KvRouter:
     """Routes requests to (worker, dp_rank) slots; see the module docstring for the protocol."""
 
-    def __init__(self, config: KvRouterConfig, block_size: int, seed: int) -> None:
+    def __init__(self, config: KvRouterConfig, block_size: int, seed: int | np.random.SeedSequence) -> None:
         self.config = config
         self.block_size = block_size
         self._rng = np.random.default_rng(seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from actors.engine.config import EngineConfig
-from cluster.runtime.replay_sim import ReplaySimulation, SimulationResult
+from cluster.replay import replay_workload
+from cluster.runtime.shard import RunResult
 from cluster.workload.model import Session, Turn, Workload
 
 # (arrival_ms, input_tokens, output_tokens, hash_ids)
@@ -21,10 +21,9 @@ def workload(specs: Sequence[Spec], trace_block_size: int = 64) -> Workload:
 
 
 def replay(specs: Sequence[Spec], trace_block_size: int = 64, num_workers: int = 1,
-           engine: dict[str, Any] | None = None, **kwargs: Any) -> SimulationResult:
-    wl = workload(specs, trace_block_size)
-    sim = ReplaySimulation(wl, EngineConfig.model_validate(engine or {}), num_workers, **kwargs)
-    return sim.run()
+           engine: dict[str, Any] | None = None, **kwargs: Any) -> RunResult:
+    """Replay these requests (round robin unless `router=` says otherwise) through `cluster.replay`."""
+    return replay_workload(workload(specs, trace_block_size), engine, num_workers, **kwargs)
 
 
 def unique_ids(start: int, n: int) -> list[int]:

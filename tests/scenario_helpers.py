@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from cluster.report.cluster import build_report
+from cluster.report.build import build_report
 from cluster.runtime.ray import run
 from cluster.scenario.load import load_scenario
 from cluster.scenario.world import World, build_world

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.engine.config import EngineConfig
 from cluster.cli import main
-from cluster.runtime.replay_sim import ReplaySimulation
+from cluster.replay import replay_workload
 from cluster.workload.synthetic import SyntheticSpec, synthesize
-from router.config import KvRouterConfig
-from router.router import KvRouter
 from tests.test_macro_equivalence import assert_equivalent
 
 
@@ -24,12 +21,9 @@ def _workload():  # type: ignore[no-untyped-def]
 
 
 def _run(mode: str, macro_step: bool = True, lag_ms: float | None = None):  # type: ignore[no-untyped-def]
-    engine = EngineConfig(num_gpu_blocks=260)
-    kv_router = None
-    if mode == "kv":
-        kv_router = KvRouter(KvRouterConfig(kv_event_lag_ms=lag_ms), block_size=64, seed=3)
-    return ReplaySimulation(_workload(), engine, 4, kv_router=kv_router, macro_step=macro_step,
-                            collect_kv_events=True).run()
+    router = {"mode": "kv", "kv_event_lag_ms": lag_ms} if mode == "kv" else None
+    return replay_workload(_workload(), {"num_gpu_blocks": 260}, 4, router=router, seed=3, macro_step=macro_step,
+                           collect_kv_events=True)
 
 
 def _reuse(res) -> float:  # type: ignore[no-untyped-def]

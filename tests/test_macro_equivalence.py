@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from actors.engine.records import RequestRecord
 from actors.engine.scheduler.macro import boundary_crossings, crossing_passes
-from cluster.runtime.replay_sim import SimulationResult
+from cluster.runtime.shard import RunResult as SimulationResult
 from tests.engine_helpers import replay
 
 FIELDS = ("first_token_ms", "second_token_ms", "last_token_ms", "terminal_ms", "first_admit_ms")

@@ -25,7 +25,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     (scenario(deployments=_dep(role="prefill")), "disaggregated"),
     (scenario(deployments=_dep(engine={"block_size": 16, "num_gpu_blockz": 5})), "deployments.0.engine.num_gpu_blockz"),
     (scenario(deployments=_dep(timing={"model": "roofline"}), model=None), "roofline timing needs"),
-    (scenario(deployments=_dep(timing={"model": "magic"})), "deployments.0.timing"),
+    (scenario(deployments=_dep(timing={"model": "magic"})), "timing.model: 'magic' is not a timing model"),
     (scenario(router={"mode": "kv", "overlap_weight": 1}), "overlap_weight"),
     (scenario(router={"mode": "fastest"}), "unknown router mode"),
     (scenario(planner={"enabled": True}), "planner is not built yet"),
@@ -65,7 +65,7 @@ BUILD_BAD: list[tuple[dict[str, Any], str]] = [
      "deployments.0: llama-3.1-8b on n/0/hami1 (2.0 GiB): primary device cannot hold non-layer weights"),
     (scenario(workload={"trace": "missing.jsonl"}), "workload.trace: file not found"),
     (scenario(workload={"synthetic": {**BASE["workload"]["synthetic"], "input_tokens": 20000}}),
-     "prompt larger than every KV cache"),
+     "prompt larger than the KV cache"),
 ]
 
 

@@ -4,19 +4,17 @@ HAMi shares slow each other down only while both are busy."""
 from __future__ import annotations
 
 from statistics import mean
+from typing import Any
 
-from actors.engine.config import EngineConfig
-from cluster.hardware.accelerator import load_accelerator
-from cluster.hardware.catalog import CONFIG_DIR
-from cluster.hardware.node import Node, VGpuRequest
-from cluster.hardware.roofline import timing_and_blocks_for
-from cluster.hardware.virtualization import HamiCoreMode, MigMode
-from cluster.runtime.replay_sim import ReplaySimulation, SimulationResult
+from cluster.runtime.local import run_local
+from cluster.runtime.shard import RunResult
+from cluster.scenario.load import LoadedScenario
+from cluster.scenario.spec import Scenario
+from cluster.scenario.world import build_world
 from cluster.workload.model import Session, Turn, Workload
 from tests.test_macro_equivalence import assert_equivalent
 
-ACC = CONFIG_DIR / "accelerator"
-GiB = 1024**3
+H100 = "configs/accelerator/h100x8.toml"
 
 
 def _workload(n: int, gap_ms: float, copies: int = 1) -> Workload:
@@ -28,45 +26,40 @@ def _workload(n: int, gap_ms: float, copies: int = 1) -> Workload:
     return Workload(tuple(sessions), 256)
 
 
-def _mean_e2e(res: SimulationResult, worker: int | None = None) -> float:
+def _run(model: str, virtualization: dict[str, Any], deployment: dict[str, Any], wl: Workload,
+         macro_step: bool = True) -> RunResult:
+    sc = Scenario.model_validate({
+        "name": "vgpu", "model": model,
+        "cluster": {"nodes": [{"name": "n", "accelerator": H100, "virtualization": virtualization}]},
+        "deployments": [{"name": "agg", "engine": {"block_size": 16, "timing_model": {"type": "roofline"}},
+                         **deployment}],
+        "router": {"mode": "round_robin"},
+    })
+    world = build_world(LoadedScenario(sc), macro_step=macro_step, collect_kv_events=True, workload=wl)
+    return run_local(world.setup)[0]
+
+
+def _mean_e2e(res: RunResult, worker: int | None = None) -> float:
     return mean(r.e2e_latency_ms for r in res.records  # type: ignore[misc]
                 if worker is None or r.worker_id == worker)
 
 
 def test_mig_1g_slice_replays_slower_than_7g() -> None:
-    acc = load_accelerator(ACC / "mixed.toml")
-    node = Node.build("a", acc.model_copy(update={"devices": acc.devices[:2]}),
-                      MigMode(per_card={0: ("1g.10gb",) * 7, 1: ("7g.80gb",)}))
-    small = node.allocate(VGpuRequest(profile="1g.10gb"), "w-small")
-    big = node.allocate(VGpuRequest(profile="7g.80gb"), "w-big")
-    assert small is not None and big is not None
+    mig = {"mode": "mig", "per_card": {0: ["1g.10gb"] * 7, 1: ["7g.80gb"]}}
     wl = _workload(30, 150.0)
-    results = {}
-    for name, vgpu in (("1g", small), ("7g", big)):
-        timing, blocks = timing_and_blocks_for("qwen3-0.6b", vgpu, 16, max_seq_len=2048, max_batch_size=8)
-        engine = EngineConfig(block_size=16, num_gpu_blocks=blocks)
-        results[name] = ReplaySimulation(wl, engine, 1, timing=timing).run()
-    slow, fast = results["1g"], results["7g"]
+    slow = _run("qwen3-0.6b", mig, {"replicas": 1, "vgpu": {"profile": "1g.10gb"}}, wl)
+    fast = _run("qwen3-0.6b", mig, {"replicas": 1, "vgpu": {"profile": "7g.80gb"}}, wl)
     assert all(r.output_length == 60 for r in slow.records + fast.records)
     assert _mean_e2e(slow) > 2 * _mean_e2e(fast)
     assert mean(r.ttft_ms for r in slow.records) > 2 * mean(r.ttft_ms for r in fast.records)  # type: ignore[misc]
 
 
-def _hami_run(copies: int, workers: int = 2, macro_step: bool = True) -> SimulationResult:
-    """Requests on HAMi shares of one card; with one worker, its co-tenant share stays idle (the
+def _hami_run(copies: int, workers: int = 2, macro_step: bool = True) -> RunResult:
+    """Requests on HAMi shares of one card; with one worker its card has no busy co-tenant (the
     'alone' baseline)."""
-    node = Node.build("h", load_accelerator(ACC / "h100x8.toml"),
-                      HamiCoreMode(device_core_scaling=1.0, gpu_scheduler_policy="binpack"))
-    a = node.allocate(VGpuRequest(memory_bytes=30 * GiB, sm_fraction=0.5), "w0")
-    b = node.allocate(VGpuRequest(memory_bytes=30 * GiB, sm_fraction=0.5), "w1")
-    assert a is not None and b is not None and a.card_index == b.card_index
-    ta, blocks = timing_and_blocks_for("llama-3.1-8b", a, 16, max_seq_len=4096, max_batch_size=16)
-    tb, _ = timing_and_blocks_for("llama-3.1-8b", b, 16, max_seq_len=4096, max_batch_size=16)
-    engine = EngineConfig(block_size=16, num_gpu_blocks=blocks)
-    sim = ReplaySimulation(_workload(25, 120.0, copies), engine, workers, timings=[ta, tb][:workers],
-                           contention=[[(0, a.core_limit), (1, b.core_limit)][:workers]],
-                           macro_step=macro_step, collect_kv_events=True)
-    return sim.run()
+    hami = {"mode": "hami-core", "device_core_scaling": 1.0, "gpu_scheduler_policy": "binpack"}
+    dep = {"replicas": workers, "vgpu": {"memory_gib": 30, "sm_fraction": 0.5}}
+    return _run("llama-3.1-8b", hami, dep, _workload(25, 120.0, copies), macro_step)
 
 
 def test_two_busy_hami_shares_run_slower_than_one_alone() -> None:
@@ -75,6 +68,20 @@ def test_two_busy_hami_shares_run_slower_than_one_alone() -> None:
     assert {r.worker_id for r in alone.records} == {0}
     assert sum(1 for r in both.records if r.worker_id == 0) == 25
     assert _mean_e2e(both, worker=0) > 1.5 * _mean_e2e(alone, worker=0)
+
+
+def test_both_hami_shares_land_on_one_card_and_form_a_cotenant_group() -> None:
+    hami = {"mode": "hami-core", "device_core_scaling": 1.0, "gpu_scheduler_policy": "binpack"}
+    sc = Scenario.model_validate({
+        "name": "vgpu", "model": "llama-3.1-8b",
+        "cluster": {"nodes": [{"name": "n", "accelerator": H100, "virtualization": hami}]},
+        "deployments": [{"name": "agg", "replicas": 2, "vgpu": {"memory_gib": 30, "sm_fraction": 0.5},
+                         "engine": {"block_size": 16, "timing_model": {"type": "roofline"}}}]})
+    world = build_world(LoadedScenario(sc), workload=_workload(1, 1.0))
+    a, b = (w.vgpus[0][0] for w in world.workers)
+    assert a.card_index == b.card_index
+    groups = {r.cotenant_group for r in world.setup.ranks}
+    assert len(groups) == 1 and None not in groups
 
 
 def test_contention_replay_is_the_same_macro_stepped_or_pass_by_pass() -> None:

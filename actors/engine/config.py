@@ -76,7 +76,22 @@ class ExternalTimingConfig(BaseModel):
         return self.config["path"]
 
 
-TimingConfig = Union[PolynomialTimingConfig, FixedTimingConfig, InterpolatedTimingConfig, ExternalTimingConfig]
+class RooflineTimingConfig(BaseModel):
+    """Timing from the model architecture and the GPU (`cluster.hardware.roofline`).
+
+    `model`: a `configs/models/` name (default: the scenario's `model`); `gpu`: a catalog GPU
+    (default: the vGPU the worker is placed on; required when workers run on abstract GPUs).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["roofline"]
+    model: str | None = None
+    gpu: str | None = None
+
+
+TimingConfig = Union[PolynomialTimingConfig, FixedTimingConfig, InterpolatedTimingConfig, ExternalTimingConfig,
+                     RooflineTimingConfig]
+TIMING_TYPES = ("polynomial", "fixed", "interpolated", "external", "roofline")
 
 
 class EngineConfig(BaseModel):
@@ -129,7 +144,7 @@ class ConfigError(ValueError):
     """Bad user configuration; the message is one line naming the field."""
 
 
-_TIMING_TAGS = frozenset({"polynomial", "fixed", "interpolated", "external"})
+_TIMING_TAGS = frozenset(TIMING_TYPES)
 
 
 def describe_validation_error(exc: ValidationError, source: str, union_tags: frozenset[str] = _TIMING_TAGS,

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from cluster.commands.replay import Progress
 from cluster.plane.messages import KvBatchMsg
-from cluster.report.cluster import build_report
+from cluster.report.build import build_report
 from cluster.report.outputs import write_per_request_jsonl, write_report_json
 from cluster.report.table import format_table, simulated_tokens_per_wall_s
 from cluster.runtime.local import run_local

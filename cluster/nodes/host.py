@@ -120,13 +120,15 @@ class RankStats:
     alive: bool
     cached_blocks: list[int] = field(default_factory=list)
     """Hashes with a physical copy at the end (what a KV subscriber should know)."""
+    stopped_ms: float | None = None
+    """When the rank stopped (killed); None: up at the end."""
 
 
 class _Hosted:
     """One hosted rank and the host's bookkeeping of it."""
 
     __slots__ = ("spec", "rank", "addr", "stream", "due_token", "due_ms", "end_ms", "begin_pending", "alive",
-                 "shut", "hb_left")
+                 "stopped_ms", "shut", "hb_left")
 
     def __init__(self, spec: RankSpec, rank: EngineRank, stream: KvStream, heartbeats: int) -> None:
         self.spec = spec
@@ -138,6 +140,7 @@ class _Hosted:
         self.end_ms: float | None = None
         self.begin_pending = False
         self.alive = True
+        self.stopped_ms: float | None = None
         self.shut = False
         self.hb_left = heartbeats
 
@@ -325,6 +328,7 @@ class NodeHost:
             if not h.alive:
                 continue
             h.alive = False
+            h.stopped_ms = now
             h.due_token += 1
             h.due_ms = h.end_ms = None
             out = h.rank.kill(now, kill.reason, kill.detail)
@@ -362,5 +366,5 @@ class NodeHost:
             c = h.rank.counters()
             cached = list(h.rank.kv_snapshot()[0])
             out.append(RankStats(h.spec.gidx, h.spec.worker_id, h.spec.dp_rank, c.num_passes, c.preemptions_total,
-                                 c.committed_prefill_tokens, c.num_admissions, h.alive, cached))
+                                 c.committed_prefill_tokens, c.num_admissions, h.alive, cached, h.stopped_ms))
         return out

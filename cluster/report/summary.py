@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -99,6 +100,15 @@ def _is_good(
     return not (sla_tpot_ms is not None and tpot is not None and tpot > sla_tpot_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerLifetime:
+    """When a worker held its GPUs: from `started_ms` (placement) to `stopped_ms` (None: to the end)."""
+
+    started_ms: float
+    stopped_ms: float | None
+    num_gpus: int
+
+
 def build_summary(
     records: Sequence[RequestRecord],
     gaps: GapLog,
@@ -110,13 +120,17 @@ def build_summary(
     sla_ttft_ms: float | None = None,
     sla_tpot_ms: float | None = None,
     sla_e2e_ms: float | None = None,
+    lifetimes: Sequence[WorkerLifetime] | None = None,
 ) -> Summary:
     """The reference replay's summary dict (aggregated serving: one worker pool).
 
     `prefix_cache_reused_ratio` is Σ reused_tokens_total / Σ admitted_tokens_total over
     every admission of every record (readmissions included); the first-admission ratio
-    is Σ reused_input_tokens / Σ input_length over completed requests. Worker seconds are
-    `num_workers × duration_s` (a fixed fleet); gpu_hours = worker_seconds × gpus / 3600.
+    is Σ reused_input_tokens / Σ input_length over completed requests. Workers are charged
+    for their lifetimes (`lifetimes`: when each started, stopped (None: still up) and how many
+    GPUs it held), clipped to [0, duration]: worker seconds = Σ lifetime, gpu_hours =
+    Σ lifetime × gpus / 3600 s (exact sums, `math.fsum`). Without `lifetimes`, a fixed fleet
+    of `num_workers` workers of `gpus_per_worker` GPUs lives for the whole duration.
     Goodput keys appear only when an `sla_*` bound is given.
     """
     done = _completed(records)
@@ -124,7 +138,12 @@ def build_summary(
     total_out = sum(r.output_length for r in done)
     duration_ms = max((r.terminal_ms for r in done if r.terminal_ms is not None), default=0.0)
     duration_s = max(duration_ms / 1000.0, 1e-9)
-    decode_worker_seconds = num_workers * duration_ms / 1000.0
+    if lifetimes is None:
+        lifetimes = [WorkerLifetime(0.0, None, gpus_per_worker)] * num_workers
+    spans = [(max(0.0, min(duration_ms, w.stopped_ms if w.stopped_ms is not None else duration_ms)
+                  - min(w.started_ms, duration_ms)), w.num_gpus) for w in lifetimes]
+    decode_worker_seconds = math.fsum(ms for ms, _ in spans) / 1000.0
+    gpu_hours = math.fsum(ms * gpus for ms, gpus in spans) / 3_600_000.0
     processed = total_in + total_out
 
     def per_wall_s(tokens: int) -> float | None:
@@ -149,7 +168,7 @@ def build_summary(
         "decode_worker_seconds": decode_worker_seconds,
         "prefill_gpus_per_worker": 0,
         "decode_gpus_per_worker": int(gpus_per_worker),
-        "gpu_hours": decode_worker_seconds * gpus_per_worker / 3600.0,
+        "gpu_hours": gpu_hours,
         "power_w": None,
         "power_coverage": 0.0,
         "processed_tokens": processed,

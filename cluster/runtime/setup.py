@@ -22,7 +22,6 @@ from cluster.plane.messages import CONTROL_ADDR, Topic
 from cluster.runtime.shard import ShardPlan
 from cluster.sim.clock import EventLoop
 from cluster.workload.model import Workload
-from router.config import KvRouterConfig
 from router.router import KvRouter
 
 
@@ -32,11 +31,10 @@ class SimulationSetup:
 
     workload: Workload
     ranks: list[RankSpec]
+    kv_router: KvRouter
     seed: int = 0
     plane: EventPlaneConfig = ZERO_LATENCY
     concurrency: int | None = None
-    kv_router: KvRouter | None = None
-    """None: round robin over the ranks."""
     macro_step: bool = True
     collect_kv_events: bool = False
     kills: tuple[RankKill, ...] = ()
@@ -51,8 +49,6 @@ class SimulationSetup:
         sizes = {spec.engine.block_size_tokens for spec in self.ranks}
         if len(sizes) > 1:
             raise ValueError(f"all workers behind one router need one KV block size, got {sorted(sizes)}")
-        if self.kv_router is None:
-            self.kv_router = KvRouter(KvRouterConfig(router_mode="round_robin"), self.block_size, seed=0)
 
     @property
     def block_size(self) -> int:
@@ -60,7 +56,6 @@ class SimulationSetup:
 
     @property
     def router(self) -> KvRouter:
-        assert self.kv_router is not None  # set in __post_init__
         return self.kv_router
 
     @property

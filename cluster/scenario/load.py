@@ -14,16 +14,31 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from actors.engine.config import describe_validation_error
+from actors.engine.config import TIMING_TYPES, describe_validation_error
 from cluster.scenario.spec import PROJECT_ROOT, Scenario, ScenarioError
 
 
 class LoadedScenario:
-    """A validated scenario and where its relative paths resolve."""
+    """A validated scenario and where its relative paths resolve.
 
-    def __init__(self, scenario: Scenario, path: Path) -> None:
+    `path` is the scenario file; None for a scenario built in memory (from replay flags or by a
+    script), whose relative paths resolve against `base_dir` (default: the current directory)
+    and whose errors carry no file name.
+    """
+
+    def __init__(self, scenario: Scenario, path: Path | None = None, base_dir: Path | None = None) -> None:
         self.scenario = scenario
         self.path = path
+        self.base_dir = base_dir if base_dir is not None else (path.parent if path is not None else Path.cwd())
+
+    @property
+    def file_name(self) -> str | None:
+        return None if self.path is None else self.path.name
+
+    def error(self, where: str, message: str) -> ScenarioError:
+        """A one-line error naming the file (if any) and the field."""
+        prefix = f"{self.path}: " if self.path is not None else ""
+        return ScenarioError(f"{prefix}{where}: {message}")
 
     def resolve(self, relative: str, what: str) -> Path:
         """An existing file for `relative`: next to the scenario, in the cwd, in the source tree."""
@@ -31,16 +46,15 @@ class LoadedScenario:
         if p.is_absolute():
             candidates = [p]
         else:
-            candidates = [self.path.parent / p, Path.cwd() / p, PROJECT_ROOT / p]
+            candidates = [self.base_dir / p, Path.cwd() / p, PROJECT_ROOT / p]
         for c in candidates:
             if c.exists():
                 return c
-        raise ScenarioError(f"{self.path}: {what}: file not found: {relative}")
+        raise self.error(what, f"file not found: {relative}")
 
 
 _UNION_TAGS = frozenset({
-    "KillNodeFault", "KillWorkerFault", "PartitionFault", "roofline", "polynomial", "fixed", "interpolated",
-    "external", "constant", "uniform", "normal", "lognormal", "exponential", "default", "mig", "hami-core",
+    "KillNodeFault", "KillWorkerFault", "PartitionFault", *TIMING_TYPES, "constant", "uniform", "normal", "lognormal", "exponential", "default", "mig", "hami-core",
     "fractional", "cambricon-dynamic-smlu", "cambricon-env-share"})
 """Union member names pydantic puts into error locations (see `describe_validation_error`)."""
 
@@ -70,3 +84,15 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     except ValueError as exc:  # router config errors raised outside pydantic's wrapper
         raise ScenarioError(f"{p}: {exc}") from None
     return LoadedScenario(scenario, p)
+
+
+def dump_scenario(scenario: Scenario, path: str | Path) -> None:
+    """Write `scenario` as a YAML file that `load_scenario` reads back to the same model.
+
+    Fields at their defaults are left out, so the file shows what was chosen.
+    """
+    data = scenario.model_dump(mode="json", exclude_defaults=True)
+    data = {"name": scenario.name, **data}  # always first, even at its default
+    text = "# Written by clustersim; run it with: clustersim run <this file>\n" + yaml.safe_dump(
+        data, sort_keys=False, default_flow_style=None, width=110)
+    Path(path).write_text(text)

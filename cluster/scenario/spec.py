@@ -10,7 +10,7 @@ cluster:
        virtualization: {mode: mig, profiles: [3g.40gb, 3g.40gb]}}
 deployments:
   - {name: agg, role: aggregated, replicas: 4, vgpu: {profile: 3g.40gb},
-     engine: {block_size: 64}, timing: {model: roofline}}
+     engine: {block_size: 64, timing_model: {type: roofline}}}
 router: {mode: kv, router_temperature: 0.0}
 planner: {enabled: false}
 event_plane: {latency_ms: 0.5}
@@ -18,6 +18,10 @@ workload: {synthetic: {input_tokens: 1024, output_tokens: 64, request_count: 200
 faults: [{at_s: 5, kill_node: h100-1}]
 outputs: {dir: out/smoke}
 ```
+
+Without `cluster`, workers run on abstract GPUs (what `clustersim replay` runs: a replay is a
+scenario with one deployment on abstract GPUs). `deployments[].timing: {model: ...}` is accepted
+as the older spelling of `engine.timing_model: {type: ...}` (one timing schema everywhere).
 
 Relative paths (accelerator files, traces, output dir) are looked up next to the scenario
 file, then in the current directory, then in the clustersim source tree; the first that
@@ -30,14 +34,14 @@ cluster is built (`cluster.scenario.world`), with the same kind of message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actors.engine.config import EngineConfig
+from actors.engine.config import TIMING_TYPES, EngineConfig, RooflineTimingConfig, TimingConfig
 from cluster.hardware.virtualization import VirtualizationConfig
 from cluster.plane.endpoint import EventPlaneConfig
-from cluster.workload.synthetic import SyntheticSpec
+from cluster.workload.spec import WorkloadSpec
 from router.config import KvRouterConfig, parse_router_mode
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -85,31 +89,6 @@ class VGpuSpec(_Strict):
     sm_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
-class RooflineTimingSpec(_Strict):
-    model: Literal["roofline"]
-
-
-class PolynomialTimingSpec(_Strict):
-    model: Literal["polynomial"]
-
-
-class FixedTimingSpec(_Strict):
-    model: Literal["fixed"]
-    prefill_ms: float = Field(ge=0.0)
-    decode_ms: float = Field(ge=0.0)
-
-
-class InterpolatedTimingSpec(_Strict):
-    model: Literal["interpolated"]
-    path: str
-
-
-TimingSpec = Annotated[
-    Union[RooflineTimingSpec, PolynomialTimingSpec, FixedTimingSpec, InterpolatedTimingSpec],
-    Field(discriminator="model"),
-]
-
-
 class DeploymentSpec(_Strict):
     """`replicas` engine workers of one kind. Workers are named `<name>-<i>`."""
 
@@ -121,7 +100,32 @@ class DeploymentSpec(_Strict):
     vgpu: VGpuSpec = Field(default_factory=VGpuSpec)
     placement: Literal["binpack", "spread"] = "binpack"
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    timing: TimingSpec | None = Field(None, description="overrides engine.timing_model; roofline needs `model`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timing_alias(cls, data: Any) -> Any:
+        """`timing: {model: roofline, ...}` is the older spelling of `engine.timing_model: {type: roofline, ...}`."""
+        if not isinstance(data, dict) or "timing" not in data:
+            return data
+        data = dict(data)
+        timing = data.pop("timing")
+        if isinstance(timing, dict) and "model" in timing and "type" not in timing:
+            kind = timing["model"]
+            if kind not in TIMING_TYPES:
+                raise ValueError(f"timing.model: {kind!r} is not a timing model ({', '.join(TIMING_TYPES)})")
+            timing = {("type" if k == "model" else k): v for k, v in timing.items()}
+        engine = data.get("engine")
+        engine = dict(engine) if isinstance(engine, dict) else (
+            engine.model_dump(exclude_unset=True) if isinstance(engine, EngineConfig) else {})
+        if "timing_model" in engine:
+            raise ValueError("give timing or engine.timing_model, not both")
+        engine["timing_model"] = timing
+        data["engine"] = engine
+        return data
+
+    @property
+    def timing(self) -> TimingConfig:
+        return self.engine.timing_model
 
     @model_validator(mode="after")
     def _supported(self) -> "DeploymentSpec":
@@ -133,13 +137,6 @@ class DeploymentSpec(_Strict):
         if self.engine.tensor_parallel_size != 1 and self.engine.tensor_parallel_size != self.tp_size:
             raise ValueError("give tp_size on the deployment, not in engine.tensor_parallel_size")
         return self
-
-    def engine_config(self, num_gpu_blocks: int | None) -> EngineConfig:
-        """The engine config of each worker: dp/tp from the deployment, KV blocks if derived."""
-        update: dict[str, Any] = {"dp_size": self.dp_size, "tensor_parallel_size": self.tp_size}
-        if num_gpu_blocks is not None and "num_gpu_blocks" not in self.engine.model_fields_set:
-            update["num_gpu_blocks"] = num_gpu_blocks
-        return self.engine.model_copy(update=update)
 
 
 class RouterSpec(_Strict):
@@ -175,23 +172,6 @@ class PlannerSpec(_Strict):
         if v:
             raise ValueError("the SLA planner is not built yet; use enabled: false")
         return v
-
-
-class WorkloadSpec(_Strict):
-    """A Mooncake trace, a synthetic workload, or (neither) the embedded 500-request sample."""
-
-    trace: str | None = None
-    synthetic: SyntheticSpec | None = None
-    trace_block_size: int = Field(512, ge=1, description="tokens per trace hash id")
-    arrival_speedup_ratio: float = Field(1.0, gt=0.0)
-    concurrency: int | None = Field(None, ge=1, description="closed loop: at most N requests in flight")
-    max_sessions: int | None = Field(None, ge=1, description="use only the first N sessions")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "WorkloadSpec":
-        if self.trace is not None and self.synthetic is not None:
-            raise ValueError("give trace or synthetic, not both")
-        return self
 
 
 class _FaultBase(_Strict):
@@ -238,7 +218,8 @@ class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
     model: str | None = Field(None, description="model architecture for roofline timing and KV sizing")
-    cluster: ClusterSpec
+    cluster: ClusterSpec | None = Field(
+        None, description="GPU nodes; none: abstract GPUs (one per worker; timing and KV size from the engine keys)")
     deployments: list[DeploymentSpec] = Field(min_length=1)
     router: RouterSpec = Field(default_factory=RouterSpec)
     planner: PlannerSpec = Field(default_factory=PlannerSpec)
@@ -253,12 +234,19 @@ class Scenario(_Strict):
         names = [d.name for d in self.deployments]
         if len(set(names)) != len(names):
             raise ValueError("deployment names must be unique")
-        if any(isinstance(d.timing, RooflineTimingSpec) for d in self.deployments) and self.model is None:
-            raise ValueError("roofline timing needs the scenario's 'model'")
+        for k, d in enumerate(self.deployments):
+            t = d.timing
+            if isinstance(t, RooflineTimingConfig):
+                if t.model is None and self.model is None:
+                    raise ValueError(f"deployments.{k}: roofline timing needs the scenario's 'model' "
+                                     "(or engine.timing_model.model)")
+                if t.gpu is None and self.cluster is None:
+                    raise ValueError(f"deployments.{k}: roofline timing on abstract GPUs needs "
+                                     "engine.timing_model.gpu (a configs/gpus.toml key), or a cluster")
         sizes = {d.engine.block_size_tokens for d in self.deployments}
         if len(sizes) > 1:
             raise ValueError(f"deployments behind one router need one engine block_size, got {sorted(sizes)}")
-        nodes = {n for g in self.cluster.nodes for n in g.node_names()}
+        nodes = {n for g in self.cluster.nodes for n in g.node_names()} if self.cluster is not None else set()
         workers = {f"{d.name}-{i}" for d in self.deployments for i in range(d.replicas)}
         for k, f in enumerate(self.faults):
             if isinstance(f, KillNodeFault) and f.kill_node not in nodes:

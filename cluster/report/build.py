@@ -1,8 +1,13 @@
-"""The report of a scenario run: the reference summary plus cluster sections (DESIGN §11).
+"""The one report builder: the reference summary plus, per layout, the sections around it (DESIGN §11).
 
-Sections:
-- `summary`: the reference replay's keys (`cluster.report.summary.build_summary`); `gpu_hours`
-  counts every vGPU of every worker for the whole run;
+Two layouts of the same run:
+- `replay` (what `clustersim replay` writes, the reference replay's report): `summary`,
+  `config` (workload, workers, router mode, concurrency, engine keys) and per-worker counters;
+- `scenario` (what `clustersim run` writes): the sections below.
+
+Sections of the scenario layout:
+- `summary`: the reference replay's keys (`cluster.report.summary.build_summary`); worker
+  seconds and `gpu_hours` charge every worker's GPUs (vGPUs, or abstract GPUs) for its lifetime;
 - `workers`, `nodes`: placement, KV capacity and engine counters;
 - `event_plane`: per-topic link counters, the router's KV stream reassembly
   (`kv_sync`), the router's own counters, and `index`: how far the router's prefix index
@@ -16,12 +21,12 @@ scenario are byte-identical (wall time is added by the CLI only when asked).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from actors.engine.records import TerminalStatus
 from cluster.control.host import ControlHost
-from cluster.report.summary import build_summary
+from cluster.report.summary import WorkerLifetime, build_summary
 from cluster.runtime.shard import RunResult
 from cluster.scenario.world import World
 
@@ -45,25 +50,92 @@ def index_divergence(control: ControlHost, result: RunResult) -> dict[str, int] 
             "ranks_checked": sum(1 for r in result.ranks if r.alive)}
 
 
-def build_report(world: World, result: RunResult, control: ControlHost) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """What the command line adds to a report: wall time (not byte-reproducible) and SLA bounds."""
+
+    wall_time_ms: float | None = None
+    sla_ttft_ms: float | None = None
+    sla_tpot_ms: float | None = None
+    sla_e2e_ms: float | None = None
+
+
+Layout = Literal["replay", "scenario"]
+ROUTER_MODE_FLAGS = {"kv": "kv_router"}
+"""Router modes as the replay flags spell them (the others are spelled alike)."""
+
+
+def build_report(world: World, result: RunResult, control: ControlHost, layout: Layout = "scenario",
+                 options: ReportOptions = ReportOptions()) -> dict[str, Any]:
+    """The report of a run in one of the two layouts (see the module docstring)."""
+    if layout == "replay":
+        return _replay_report(world, result, options)
+    return _scenario_report(world, result, control, options)
+
+
+def lifetimes(world: World, result: RunResult) -> list[WorkerLifetime]:
+    """When each worker held its GPUs: from the start (or its placement) until it stopped (or the end)."""
+    stopped: dict[int, float] = {}
+    for r in result.ranks:
+        if r.stopped_ms is not None:  # a worker stops when its first rank does
+            stopped[r.worker_id] = min(stopped.get(r.worker_id, r.stopped_ms), r.stopped_ms)
+    return [WorkerLifetime(0.0, stopped.get(w.worker_id), w.num_gpus) for w in world.workers]
+
+
+def _summary(world: World, result: RunResult, options: ReportOptions) -> dict[str, Any]:
+    gpus = [w.num_gpus for w in world.workers]
+    return build_summary(result.records, result.gaps, num_workers=len(world.workers),
+                         gpus_per_worker=max(gpus, default=1),
+                         committed_prefill_tokens=sum(r.committed_prefill_tokens for r in result.ranks),
+                         wall_time_ms=options.wall_time_ms, sla_ttft_ms=options.sla_ttft_ms,
+                         sla_tpot_ms=options.sla_tpot_ms, sla_e2e_ms=options.sla_e2e_ms,
+                         lifetimes=lifetimes(world, result))
+
+
+def _completed_by_worker(result: RunResult) -> Counter[int]:
+    return Counter(r.worker_id for r in result.records if r.terminal_status is TerminalStatus.COMPLETED)
+
+
+def _replay_report(world: World, result: RunResult, options: ReportOptions) -> dict[str, Any]:
+    sc = world.loaded.scenario
+    completed = _completed_by_worker(result)
+    by_gidx = {r.gidx: r for r in result.ranks}
+    workers = []
+    for w in sorted(world.workers, key=lambda w: w.worker_id):
+        rs = [by_gidx[g] for g in w.gidxs]
+        workers.append({"worker_id": w.worker_id, "num_passes": sum(r.num_passes for r in rs),
+                        "preemptions_total": sum(r.preemptions_total for r in rs),
+                        "committed_prefill_tokens": sum(r.committed_prefill_tokens for r in rs),
+                        "completed_requests": completed[w.worker_id]})
+    mode = sc.router.mode
+    return {
+        "summary": _summary(world, result, options),
+        "config": {
+            "workload": world.workload_description, "num_workers": len(world.workers),
+            "router_mode": ROUTER_MODE_FLAGS.get(mode, mode), "replay_concurrency": sc.workload.concurrency,
+            "arrival_speedup_ratio": sc.workload.arrival_speedup_ratio,
+            "trace_block_size": sc.workload.trace_block_size,
+            "engine": sc.deployments[0].engine.model_dump(mode="json"),
+        },
+        "workers": workers,
+    }
+
+
+def _scenario_report(world: World, result: RunResult, control: ControlHost,
+                     options: ReportOptions) -> dict[str, Any]:
     sc = world.loaded.scenario
     records = result.records
     ranks = result.ranks
-    vgpus_per_worker = [sum(len(r) for r in w.vgpus) for w in world.workers]
-    summary = build_summary(records, result.gaps, num_workers=len(world.workers),
-                            gpus_per_worker=max(vgpus_per_worker, default=1),
-                            committed_prefill_tokens=sum(r.committed_prefill_tokens for r in ranks),
-                            wall_time_ms=None)
+    summary = _summary(world, result, options)
     duration_h = float(summary["duration_ms"] or 0.0) / 3_600_000.0
-    summary["gpu_hours"] = sum(vgpus_per_worker) * duration_h
-    completed = Counter(r.worker_id for r in records if r.terminal_status is TerminalStatus.COMPLETED)
+    completed = _completed_by_worker(result)
     by_gidx = {r.gidx: r for r in ranks}
     workers = []
     for w in world.workers:
         rs = [by_gidx[g] for g in w.gidxs]
         workers.append({
             "name": w.name, "worker_id": w.worker_id, "deployment": w.deployment,
-            "nodes": sorted({v.node for rank in w.vgpus for v in rank}),
+            "nodes": w.nodes,
             "vgpus": [[v.vgpu_id for v in rank] for rank in w.vgpus],
             "num_gpu_blocks": w.engine.num_gpu_blocks, "block_size": w.engine.block_size_tokens,
             "num_passes": sum(r.num_passes for r in rs), "preemptions_total": sum(r.preemptions_total for r in rs),
@@ -95,7 +167,7 @@ def build_report(world: World, result: RunResult, control: ControlHost) -> dict[
         "index": index_divergence(control, result),
     }
     return {
-        "scenario": {"name": sc.name, "seed": sc.seed, "model": sc.model, "file": world.loaded.path.name},
+        "scenario": {"name": sc.name, "seed": sc.seed, "model": sc.model, "file": world.loaded.file_name},
         "config": {
             "workload": world.workload_description,
             "router": kv.config.model_dump(mode="json") if kv is not None else None,
