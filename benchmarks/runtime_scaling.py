@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.report.build import build_report
-from cluster.runtime.ray import run
 from cluster.scenario.load import load_scenario
-from cluster.scenario.world import build_world
+from cluster.scenario.world import build_world, run_world
 
 ROOT = Path(__file__).resolve().parents[1]
 MOONCAKE = ROOT / "configs" / "scenarios" / "mooncake-kv16.yaml"
@@ -34,7 +33,7 @@ SCALE = ROOT / "configs" / "scenarios" / "scale-1000.yaml"
 def _run(path: Path, runtime: str, shards: int = 1) -> tuple[float, str, dict[str, Any], Any]:
     t0 = time.perf_counter()
     world = build_world(load_scenario(path))
-    result, control = run(world.setup, world.node_of_rank, runtime, shards)  # type: ignore[arg-type]
+    result, control = run_world(world, runtime, shards)  # type: ignore[arg-type]
     report = build_report(world, result, control)
     wall = time.perf_counter() - t0
     return wall, json.dumps(report, sort_keys=True), report, result

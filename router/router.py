@@ -72,6 +72,7 @@ class KvRouter:
         self._feed = EventFeed(self._index, config.event_lag_ms, config.use_kv_events)
         self._selector = SELECTORS[config.router_mode](SelectorContext(config, block_size, self._load, self._rng))
         self._dp_size: dict[int, int] = {}
+        self._draining: set[int] = set()
         self._live = np.zeros(0, dtype=np.int64)
         self._live_keys: list[tuple[int, int]] = []
         self._queue = RouterQueue(config.router_queue_policy)
@@ -111,12 +112,20 @@ class KvRouter:
         self._load.ensure_capacity(self._index.slot_capacity)
         self._refresh_live()
 
+    def drain_worker(self, worker_id: int) -> None:
+        """Stop routing to a worker (it drains): it leaves the candidates, but its index entries,
+        load and events are still tracked until `remove_worker`."""
+        if worker_id in self._dp_size:
+            self._draining.add(worker_id)
+            self._refresh_live()
+
     def remove_worker(self, worker_id: int) -> list[int]:
         """Forget a worker: its index entries, its load, its sequence state.
 
         Returns the ids of the requests the router had charged to it, ascending (the host
         decides what happens to them; the router no longer tracks them).
         """
+        self._draining.discard(worker_id)
         if self._dp_size.pop(worker_id, None) is None:
             return []
         dropped: list[int] = []
@@ -133,7 +142,7 @@ class KvRouter:
         return sorted(dropped)
 
     def _refresh_live(self) -> None:
-        keys = sorted((w, r) for w, n in self._dp_size.items() for r in range(n))
+        keys = sorted((w, r) for w, n in self._dp_size.items() if w not in self._draining for r in range(n))
         self._live_keys = keys
         slots = [self._index.peek_slot(w, r) for w, r in keys]
         self._live = np.asarray(slots, dtype=np.int64)

@@ -9,9 +9,8 @@ from typing import Any
 import yaml
 
 from cluster.report.build import build_report
-from cluster.runtime.ray import run
 from cluster.scenario.load import load_scenario
-from cluster.scenario.world import World, build_world
+from cluster.scenario.world import World, build_world, run_world
 
 BASE: dict[str, Any] = {
     "name": "tiny",
@@ -56,7 +55,7 @@ def run_report(tmp_path: Path, sc: dict[str, Any], runtime: str = "local", shard
                macro_step: bool = True, **kwargs: Any) -> dict[str, Any]:
     """Build and run a scenario; the report dict (what `clustersim run` writes)."""
     world = world_of(tmp_path, sc, macro_step)
-    result, control = run(world.setup, world.node_of_rank, runtime, shards, **kwargs)  # type: ignore[arg-type]
+    result, control = run_world(world, runtime, shards, **kwargs)  # type: ignore[arg-type]
     report = build_report(world, result, control)
     report["_records"] = result.records
     return report

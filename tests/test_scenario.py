@@ -118,7 +118,7 @@ def test_faults_become_kills_and_partitions(tmp_path: Path) -> None:
     assert kills[1].t_ms == 1000.0 and kills[1].gidxs == (0,)
     part = world.setup.partitions[0]
     assert (part.start_ms, part.end_ms) == (3000.0, 3500.0)
-    assert part.isolated == frozenset(g + 1 for g, n in enumerate(world.node_of_rank) if n == "n-2")
+    assert part.nodes == frozenset({"n-2"}) and part.isolates(1, "n-2") and not part.isolates(1, "n-1")
 
 
 def test_relative_paths_resolve_next_to_the_scenario_then_cwd_then_source_tree(tmp_path: Path) -> None:

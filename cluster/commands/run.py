@@ -21,11 +21,11 @@ from cluster.report.build import build_report
 from cluster.report.outputs import write_per_request_jsonl, write_report_json
 from cluster.report.table import format_table, simulated_tokens_per_wall_s
 from cluster.runtime.local import run_local
-from cluster.runtime.ray import RuntimeSetupError, run
+from cluster.runtime.ray import RuntimeSetupError
 from cluster.runtime.shard import RunResult
 from cluster.scenario.load import load_scenario
 from cluster.scenario.spec import ScenarioError
-from cluster.scenario.world import World, build_world
+from cluster.scenario.world import World, build_world, run_world
 
 
 def add_parser(sub: Any) -> None:
@@ -68,7 +68,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
         if mirror_kv:
             result, control = _run_mirrored(world, args, on_done)
         else:
-            result, control = run(world.setup, world.node_of_rank, runtime, shards, on_done=on_done,
+            result, control = run_world(world, runtime, shards, on_done=on_done,
                                   address=args.ray_address, channel=args.channel)
         wall_ms = (time.perf_counter() - started) * 1000.0
         if progress is not None:

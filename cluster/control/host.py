@@ -2,7 +2,8 @@
 
 `ControlHost` receives everything addressed to `CONTROL_ADDR` and hands it on:
 responses to the frontend (and the router's load tracking), KV batches, metrics, replay
-replies and worker-down notices to the router host. It sends routed requests to ranks.
+replies and worker-down notices to the router host, ranks' lifecycle notices to the fleet
+(`cluster.control.fleet`, the control API). It sends routed requests to ranks.
 
 Lookahead (Ray runtime): `next_send_ms()` is the earliest time this shard could send a
 message, given what is queued here. Sends happen only when a workload arrival is handled,
@@ -19,6 +20,7 @@ import math
 from collections.abc import Callable
 
 from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
+from cluster.control.fleet import Fleet
 from cluster.control.frontend import Frontend
 from cluster.control.router_host import PromptHashes, RouterHost
 from cluster.plane.endpoint import PlaneEndpoint
@@ -36,6 +38,7 @@ from cluster.plane.messages import (
     WorkerDownMsg,
     rank_addr,
 )
+from cluster.plane.ranks import RankReadyMsg, RankStoppedMsg
 from cluster.sim.clock import EventLoop
 from cluster.workload.model import Workload
 
@@ -49,19 +52,21 @@ class ControlHost:
         self.send_times: list[float] = []
         self.frontend: Frontend
         self.router: RouterHost
+        self.fleet: Fleet
         self._trigger_kinds: tuple[type, ...] = ()
         self.reacts_to_responses = False
         self.reacts_to_stream = False
 
-    def wire(self, workload: Workload, router: RouterHost, concurrency: int | None,
+    def wire(self, workload: Workload, router: RouterHost, fleet: Fleet, concurrency: int | None,
              on_done: Callable[[RequestRecord], None] | None = None, stream_lossy: bool = False,
              announce_shutdown: bool = False) -> None:
-        """Attach the frontend and router (the router's callbacks point back here).
+        """Attach the frontend, router and fleet (the router's callbacks point back here).
 
         `announce_shutdown`: when the workload is over, tell every rank (they stop their
         heartbeats a few periods later).
         """
         self.router = router
+        self.fleet = fleet
         self.frontend = Frontend(workload, self.loop, router.route, concurrency, on_done=on_done,
                                  send_times=self.send_times,
                                  on_finished=self._announce_shutdown if announce_shutdown else None)
@@ -73,8 +78,8 @@ class ControlHost:
         kinds: list[type] = []
         if self.reacts_to_responses:
             kinds.append(CompletionMsg)
-        if router.queueing:
-            kinds += [FirstTokenMsg, WorkerDownMsg]
+        if router.queueing:  # a worker coming or going releases queued requests
+            kinds += [FirstTokenMsg, WorkerDownMsg, RankReadyMsg, RankStoppedMsg]
         if self.reacts_to_stream:
             kinds += [KvBatchMsg, LoadMetricsMsg, ReplayReplyMsg]
         self._trigger_kinds = tuple(kinds)
@@ -90,8 +95,8 @@ class ControlHost:
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
 
     def _announce_shutdown(self, now: float) -> None:
-        for g in range(len(self.router.slots)):
-            self.plane.send(Topic.CONTROL, CONTROL_ADDR, rank_addr(g), ShutdownMsg(now), now)
+        for addr in self.fleet.addresses():
+            self.plane.send(Topic.CONTROL, CONTROL_ADDR, addr, ShutdownMsg(now), now)
 
     def reject(self, now: float, record: RequestRecord, reason: FailureReason, detail: str) -> None:
         self.frontend.terminal(now, record, TerminalStatus.REJECTED, reason, detail)
@@ -112,6 +117,11 @@ class ControlHost:
             self.router.on_replay(now, msg)
         elif isinstance(msg, WorkerDownMsg):
             self.router.on_worker_down(now, msg)
+            self.fleet.on_down(now, msg)
+        elif isinstance(msg, RankReadyMsg):
+            self.fleet.on_ready(now, msg)
+        elif isinstance(msg, RankStoppedMsg):
+            self.fleet.on_stopped(now, msg)
         else:  # pragma: no cover - ranks send nothing else to the control address
             raise TypeError(f"control shard cannot handle {type(msg).__name__}")
 

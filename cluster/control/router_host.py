@@ -48,7 +48,8 @@ class RouterHost:
     """See the module docstring.
 
     Args:
-        slots: `(worker_id, dp_rank)` of every rank, indexed by global rank index.
+        slots: `(worker_id, dp_rank)` of every rank of the initial fleet, indexed by global rank index
+            (workers added later come in through `add_worker`).
         kv_router: the router (every worker is registered with it here).
         plane: the control shard's plane endpoint (replay requests leave through it).
         send_request / reject: the frontend's ways to dispatch or end a request.
@@ -66,13 +67,16 @@ class RouterHost:
         hasher: PromptHasher,
         recovery: bool = True,
     ) -> None:
-        self.slots = list(slots)
+        self.slots: dict[int, tuple[int, int]] = dict(enumerate(slots))
+        """Global rank index -> (worker_id, dp_rank), for every rank ever routable."""
         self.kv_router = kv_router
         self.plane = plane
         self._send_request = send_request
         self._reject = reject
         self._hasher = hasher
-        self._gidx = {slot: g for g, slot in enumerate(self.slots)}
+        self._gidx = {slot: g for g, slot in self.slots.items()}
+        self._sent: dict[int, int] = {}
+        """Requests sent to each rank (a draining rank stops once it has finished them all)."""
         self._pending: dict[int, tuple[RequestRecord, tuple[int, ...], PromptHashes]] = {}
         self._down: set[int] = set()
         config = kv_router.config
@@ -82,10 +86,35 @@ class RouterHost:
         kv_router.stop_gap_reports()
         self._now = 0.0
         dp_sizes: dict[int, int] = {}
-        for w, _ in self.slots:
+        for w, _ in self.slots.values():
             dp_sizes[w] = dp_sizes.get(w, 0) + 1
         for w in sorted(dp_sizes):
             kv_router.add_worker(w, dp_sizes[w])
+
+    # ------------------------------------------------------------------ the fleet changes
+
+    def add_worker(self, now: float, worker_id: int, gidxs: Sequence[int]) -> None:
+        """A worker became ready: its ranks (DP rank order) join routing."""
+        for r, g in enumerate(gidxs):
+            self.slots[g] = (worker_id, r)
+            self._gidx[(worker_id, r)] = g
+        self.kv_router.add_worker(worker_id, len(gidxs))
+        self.drain(now)
+
+    def stop_routing(self, worker_id: int) -> dict[int, int]:
+        """A worker starts draining: no request goes to it from now on. Returns, per rank (global
+        index), how many requests were sent to it."""
+        self.kv_router.drain_worker(worker_id)
+        return {g: self._sent.get(g, 0) for g, (w, _) in self.slots.items() if w == worker_id}
+
+    def remove_worker(self, now: float, worker_id: int) -> None:
+        """A worker stopped: its index entries and load go, its streams are forgotten."""
+        for g, (w, r) in self.slots.items():
+            if w == worker_id and g not in self._down:
+                self._down.add(g)
+                self.subscriber.forget(w, r)
+        self.kv_router.remove_worker(worker_id)
+        self.drain(now)
 
     @property
     def subscribes_kv(self) -> bool:
@@ -116,7 +145,9 @@ class RouterHost:
                   d: RouteDecision) -> None:
         if self.keeps_history:
             record.routing_history.append(d.history_entry())
-        self._send_request(now, record, hash_ids, self._gidx[(d.worker_id, d.dp_rank)], hashes)
+        g = self._gidx[(d.worker_id, d.dp_rank)]
+        self._sent[g] = self._sent.get(g, 0) + 1
+        self._send_request(now, record, hash_ids, g, hashes)
 
     def drain(self, now: float) -> None:
         """Release queued requests while some worker has room (router queueing only)."""
@@ -167,12 +198,7 @@ class RouterHost:
         if g in self._down:
             return
         # A worker with one rank down serves nothing: all its ranks leave routing.
-        for gg, (w, _) in enumerate(self.slots):
-            if w == msg.worker_id:
-                self._down.add(gg)
-                self.subscriber.forget(*self.slots[gg])
-        self.kv_router.remove_worker(msg.worker_id)
-        self.drain(now)
+        self.remove_worker(now, msg.worker_id)
 
     def _apply_batch(self, batch: KvBatchMsg) -> None:
         self.kv_router.apply_events(batch.events, self._now)

@@ -27,14 +27,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from actors.engine.config import EngineConfig
 from actors.engine.events import KvEvent
 from actors.engine.hashing import PromptHashers
 from actors.engine.protocol import EngineRank, Finished, RankOutput
 from actors.engine.rank import build_rank
 from actors.engine.records import EngineRecord, FailureReason, GapLog, TerminalStatus
 from actors.engine.request import RankRequest
-from actors.engine.timing.models import TimingModel
 from actors.engine.timing.registry import timing_from_config
 from cluster.nodes.contention import Contention
 from cluster.nodes.kv_streams import KvStream, KvTap
@@ -52,31 +50,16 @@ from cluster.plane.messages import (
     WorkerDownMsg,
     rank_addr,
 )
+from cluster.plane.ranks import (
+    DrainRankMsg,
+    RankKill,
+    RankReadyMsg,
+    RankSpec,
+    RankStoppedMsg,
+    StartRankMsg,
+    StopRankMsg,
+)
 from cluster.sim.clock import EventLoop, Priority
-
-
-@dataclass(frozen=True, slots=True)
-class RankSpec:
-    """One (worker, dp_rank) slot to host: what it runs and where.
-
-    `cotenant_group`: ranks with the same id share one physical card as time-sliced vGPUs
-    and slow each other while busy (their timing models must be `ContendedTiming`);
-    `core_limit` is this rank's share of that card.
-    """
-
-    gidx: int
-    worker_id: int
-    dp_rank: int
-    engine: EngineConfig
-    timing: TimingModel | None = None
-    worker_name: str = ""
-    node: str = ""
-    cotenant_group: int | None = None
-    core_limit: float = 1.0
-
-    @property
-    def addr(self) -> int:
-        return rank_addr(self.gidx)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +75,6 @@ class HostOptions:
     heartbeat_ms: float | None = None
     heartbeat_count: int = 8
     replay_buffer_batches: int = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class RankKill:
-    """Kill the ranks with these global indices at `t_ms` (a fault): their requests fail with `reason`."""
-
-    t_ms: float
-    gidxs: tuple[int, ...]
-    reason: FailureReason
-    detail: str
-    cause: str | None = None
-    """The fault's id (`faults.<k>`), carried by the requests it fails."""
 
 
 @dataclass(slots=True)
@@ -124,11 +95,15 @@ class RankStats:
     """When the rank stopped (killed); None: up at the end."""
 
 
+_READY_KEY = 1 << 40
+"""Loop keys of ready events sort after those of kills (fault indices) at one instant."""
+
+
 class _Hosted:
     """One hosted rank and the host's bookkeeping of it."""
 
     __slots__ = ("spec", "rank", "addr", "stream", "due_token", "due_ms", "end_ms", "begin_pending", "alive",
-                 "stopped_ms", "shut", "hb_left")
+                 "ready", "stopped_ms", "shut", "hb_left", "received", "expected")
 
     def __init__(self, spec: RankSpec, rank: EngineRank, stream: KvStream, heartbeats: int) -> None:
         self.spec = spec
@@ -140,9 +115,14 @@ class _Hosted:
         self.end_ms: float | None = None
         self.begin_pending = False
         self.alive = True
+        self.ready = False
         self.stopped_ms: float | None = None
         self.shut = False
         self.hb_left = heartbeats
+        self.received = 0
+        """Requests that reached it."""
+        self.expected: int | None = None
+        """Draining: the requests the router sent it before the drain; it stops once all are done."""
 
 
 class NodeHost:
@@ -162,16 +142,27 @@ class NodeHost:
         self._by_rank: dict[int, _Hosted] = {}
         self._response_times: list[float] = []
         """Times of queued events that may send a response (the lookahead)."""
+        self._heartbeats_on = False
         for spec in specs:
-            self._host(spec)
-        if options.heartbeat_ms is not None and self._hosted:
-            self.loop.schedule(options.heartbeat_ms, Priority.CONTROL, -1, self._on_heartbeat)
-        for k, kill in enumerate(sorted(kills, key=lambda x: x.t_ms)):
-            mine = tuple(g for g in kill.gidxs if rank_addr(g) in self._hosted)
-            if mine:
-                self.loop.schedule(kill.t_ms, Priority.CONTROL, k, self._on_kill,
-                                   RankKill(kill.t_ms, mine, kill.reason, kill.detail, kill.cause))
-                heapq.heappush(self._response_times, kill.t_ms)
+            self._host(spec).ready = True  # ranks of the initial fleet serve from the start
+        self._arm_heartbeats(0.0)
+        for kill in kills:
+            self._schedule_kill(kill)
+
+    def _schedule_kill(self, kill: RankKill) -> None:
+        mine = tuple(g for g in kill.gidxs if rank_addr(g) in self._hosted)
+        if mine:
+            self.loop.schedule(kill.t_ms, Priority.CONTROL, kill.key, self._on_kill,
+                               RankKill(kill.t_ms, mine, kill.reason, kill.detail, kill.cause, kill.key))
+            heapq.heappush(self._response_times, kill.t_ms)
+
+    def _arm_heartbeats(self, now: float) -> None:
+        """Heartbeats run on a fixed grid (multiples of `heartbeat_ms`) while some rank is hosted."""
+        hb = self.options.heartbeat_ms
+        if hb is None or self._heartbeats_on or not self._hosted:
+            return
+        self._heartbeats_on = True
+        self.loop.schedule((now // hb + 1) * hb, Priority.CONTROL, -1, self._on_heartbeat)
 
     def _host(self, spec: RankSpec) -> _Hosted:
         opts = self.options
@@ -184,6 +175,7 @@ class NodeHost:
         hosted = _Hosted(spec, rank, stream, opts.heartbeat_count)
         self._hosted[spec.addr] = hosted
         self._by_rank[id(rank)] = hosted
+        self.plane.node_of[spec.addr] = spec.node
         if spec.cotenant_group is not None:
             self._contention.join(spec.gidx, spec.cotenant_group, rank, timing, spec.core_limit)
         return hosted
@@ -200,6 +192,9 @@ class NodeHost:
 
     def on_message(self, now: float, item: tuple[int, Message]) -> None:
         addr, msg = item
+        if isinstance(msg, StartRankMsg):
+            self._start_rank(now, msg)
+            return
         h = self._hosted[addr]
         if isinstance(msg, RequestMsg):
             self._on_request(now, h, msg)
@@ -208,10 +203,51 @@ class NodeHost:
                 h.stream.answer_replay(now, h.rank, msg)
         elif isinstance(msg, ShutdownMsg):
             h.shut = True
+        elif isinstance(msg, DrainRankMsg):
+            h.expected = msg.expected
+            self._stop_if_drained(now, h)
+        elif isinstance(msg, StopRankMsg):
+            if h.alive:
+                self._kill_rank(now, h, msg.reason, msg.detail, msg.cause)
+                self._stopped(now, h)
         else:  # pragma: no cover - the plane only routes these kinds to ranks
             raise TypeError(f"rank {addr - 1} cannot handle {type(msg).__name__}")
 
+    def _start_rank(self, now: float, msg: StartRankMsg) -> None:
+        """Host a rank the control plane placed here; it serves `startup_ms` later."""
+        h = self._host(msg.spec)
+        for kill in msg.kills:
+            self._schedule_kill(kill)
+        self._arm_heartbeats(now)
+        ready_ms = now + msg.spec.startup_ms
+        self.loop.schedule(ready_ms, Priority.CONTROL, _READY_KEY + msg.spec.gidx, self._on_ready, h)
+        heapq.heappush(self._response_times, ready_ms)
+
+    def _on_ready(self, now: float, h: _Hosted) -> None:
+        if not h.alive:
+            return
+        h.ready = True
+        rank = h.rank
+        self.plane.send(Topic.CONTROL, h.addr, CONTROL_ADDR, RankReadyMsg(rank.worker_id, rank.dp_rank, now), now)
+        self._stop_if_drained(now, h)
+
+    def _stop_if_drained(self, now: float, h: _Hosted) -> None:
+        """A draining rank stops once every request sent to it arrived and finished."""
+        if h.alive and h.ready and h.expected is not None and h.received >= h.expected and h.rank.is_idle:
+            h.alive = False
+            h.stopped_ms = now
+            h.due_token += 1
+            h.due_ms = h.end_ms = None
+            self._stopped(now, h)
+
+    def _stopped(self, now: float, h: _Hosted) -> None:
+        rank = h.rank
+        self.plane.send(Topic.CONTROL, h.addr, CONTROL_ADDR, RankStoppedMsg(rank.worker_id, rank.dp_rank, now), now)
+        if self._contention:
+            self._contention.update(h.spec.gidx, now)
+
     def _on_request(self, now: float, h: _Hosted, msg: RequestMsg) -> None:
+        h.received += 1
         if not h.alive:
             self._respond(now, h, Finished(msg.request_id, TerminalStatus.FAILED, EngineRecord(end_ms=now),
                                            FailureReason.WORKER_KILLED, "worker is down"))
@@ -290,6 +326,7 @@ class NodeHost:
             self._rearm(h)
         else:
             self._wake(h, now)
+            self._stop_if_drained(now, h)
 
     def _send_output(self, now: float, h: _Hosted, out: RankOutput) -> None:
         h.stream.send(out.kv_events, now)
@@ -309,7 +346,7 @@ class NodeHost:
         assert hb is not None
         keep = False
         for h in self._hosted.values():
-            if not h.alive:
+            if not h.alive or not h.ready:
                 continue
             if h.shut:
                 if h.hb_left <= 0:
@@ -317,8 +354,10 @@ class NodeHost:
                 h.hb_left -= 1
             self._publish_metrics(now, h)
             keep = keep or not h.shut or h.hb_left > 0
-        if keep:
+        if keep or any(h.alive and not h.ready for h in self._hosted.values()):
             self.loop.schedule(now + hb, Priority.CONTROL, -1, self._on_heartbeat)
+        else:
+            self._heartbeats_on = False
 
     # ------------------------------------------------------------------ faults
 
@@ -327,19 +366,23 @@ class NodeHost:
             h = self._hosted[rank_addr(g)]
             if not h.alive:
                 continue
-            h.alive = False
-            h.stopped_ms = now
-            h.due_token += 1
-            h.due_ms = h.end_ms = None
-            out = h.rank.kill(now, kill.reason, kill.detail)
-            h.stream.send(out.kv_events, now)
-            for f in out.finished:
-                self._respond(now, h, f, kill.cause)
+            self._kill_rank(now, h, kill.reason, kill.detail, kill.cause)
             rank = h.rank
             self.plane.send(Topic.CONTROL, h.addr, CONTROL_ADDR,
                             WorkerDownMsg(rank.worker_id, rank.dp_rank, now, kill.reason, kill.detail), now)
             if self._contention:
                 self._contention.update(h.spec.gidx, now)
+
+    def _kill_rank(self, now: float, h: _Hosted, reason: FailureReason, detail: str, cause: str | None) -> None:
+        """The rank dies now: its KV events so far leave, every request on it fails."""
+        h.alive = False
+        h.stopped_ms = now
+        h.due_token += 1
+        h.due_ms = h.end_ms = None
+        out = h.rank.kill(now, reason, detail)
+        h.stream.send(out.kv_events, now)
+        for f in out.finished:
+            self._respond(now, h, f, cause)
 
     # ------------------------------------------------------------------ lookahead and results
 

@@ -7,6 +7,7 @@ bit (the Ray runtime's reports are byte-identical to the Local runtime's).
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, fields
 from enum import IntEnum
 from typing import Any
@@ -31,6 +32,7 @@ from cluster.plane.messages import (
     Topic,
     WorkerDownMsg,
 )
+from cluster.plane.ranks import DrainRankMsg, RankReadyMsg, RankStoppedMsg, StartRankMsg, StopRankMsg
 
 
 class Kind(IntEnum):
@@ -45,6 +47,11 @@ class Kind(IntEnum):
     REPLAY_REPLY = 7
     WORKER_DOWN = 8
     SHUTDOWN = 9
+    START_RANK = 10
+    RANK_READY = 11
+    DRAIN_RANK = 12
+    STOP_RANK = 13
+    RANK_STOPPED = 14
 
 
 class DecodeError(ValueError):
@@ -134,10 +141,22 @@ def _msg_out(msg: Message) -> list[Any]:
         return [Kind.WORKER_DOWN, msg.worker_id, msg.dp_rank, msg.t_ms, msg.reason.value, msg.detail]
     if isinstance(msg, ShutdownMsg):
         return [Kind.SHUTDOWN, msg.t_ms]
+    if isinstance(msg, StartRankMsg):
+        # A rank spec holds a timing model object: it travels pickled, between the simulator's own
+        # shards only (`decode(validate=True)`, for payloads from outside, refuses it).
+        return [Kind.START_RANK, pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)]
+    if isinstance(msg, RankReadyMsg):
+        return [Kind.RANK_READY, msg.worker_id, msg.dp_rank, msg.t_ms]
+    if isinstance(msg, DrainRankMsg):
+        return [Kind.DRAIN_RANK, msg.worker_id, msg.dp_rank, msg.expected]
+    if isinstance(msg, StopRankMsg):
+        return [Kind.STOP_RANK, msg.worker_id, msg.dp_rank, msg.reason.value, msg.detail, msg.cause]
+    if isinstance(msg, RankStoppedMsg):
+        return [Kind.RANK_STOPPED, msg.worker_id, msg.dp_rank, msg.t_ms]
     raise TypeError(f"not an event-plane message: {msg!r}")
 
 
-def _msg_in(raw: list[Any]) -> Message:
+def _msg_in(raw: list[Any], trusted: bool = True) -> Message:
     kind, *rest = raw
     if kind == Kind.KV_BATCH:
         return _batch_in(rest)
@@ -164,6 +183,20 @@ def _msg_in(raw: list[Any]) -> Message:
         return WorkerDownMsg(w, r, t_ms, FailureReason(reason), detail)
     if kind == Kind.SHUTDOWN:
         return ShutdownMsg(*rest)
+    if kind == Kind.START_RANK:
+        if not trusted:
+            raise DecodeError("start-rank messages are internal to the simulator")
+        start: StartRankMsg = pickle.loads(rest[0])
+        return start
+    if kind == Kind.RANK_READY:
+        return RankReadyMsg(*rest)
+    if kind == Kind.DRAIN_RANK:
+        return DrainRankMsg(*rest)
+    if kind == Kind.STOP_RANK:
+        w, r, reason, detail, cause = rest
+        return StopRankMsg(w, r, FailureReason(reason), detail, cause)
+    if kind == Kind.RANK_STOPPED:
+        return RankStoppedMsg(*rest)
     raise DecodeError(f"unknown message kind {kind!r}")
 
 
@@ -201,7 +234,7 @@ def decode(payload: bytes, validate: bool = False) -> list[Envelope]:
     """
     try:
         rows = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        out = [Envelope(t, key, dst, _TOPICS[topic], _msg_in(m)) for t, key, dst, topic, m in rows]
+        out = [Envelope(t, key, dst, _TOPICS[topic], _msg_in(m, not validate)) for t, key, dst, topic, m in rows]
     except DecodeError:
         raise
     except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData) as exc:

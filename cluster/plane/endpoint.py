@@ -105,6 +105,9 @@ class PlaneEndpoint:
         self._local = local
         self._deliver = deliver
         self._partitions = partitions
+        self.node_of: dict[int, str] = {}
+        """The node of each rank address this endpoint sends to or from (partitions are by node);
+        hosts register their ranks (`cluster.nodes.host`, `cluster.control.fleet`)."""
         self._links: dict[tuple[Topic, int, int], Link] = {}
         self._src_seq: dict[int, int] = {}
         self._subscribers: dict[Topic, tuple[int, ...]] = {}
@@ -120,7 +123,7 @@ class PlaneEndpoint:
         link = self._links.get(key)
         if link is None:
             link = Link(self.config.spec(topic), topic, src, dst, self._seed, self._partitions,
-                        self.counters[topic])
+                        self.counters[topic], self.node_of.get(src), self.node_of.get(dst))
             self._links[key] = link
         return link
 

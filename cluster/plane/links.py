@@ -120,14 +120,16 @@ class LinkSpec(_Frozen):
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """From `start_ms` until `end_ms`, addresses in `isolated` cannot reach the rest, nor be reached."""
+    """From `start_ms` until `end_ms`, the addresses in `isolated` and every rank on the `nodes` cannot
+    reach the rest, nor be reached (ranks started during the run on those nodes included)."""
 
     start_ms: float
     end_ms: float
-    isolated: frozenset[int]
+    isolated: frozenset[int] = frozenset()
+    nodes: frozenset[str] = frozenset()
 
-    def separates(self, src: int, dst: int, t_ms: float) -> bool:
-        return self.start_ms <= t_ms < self.end_ms and ((src in self.isolated) != (dst in self.isolated))
+    def isolates(self, addr: int, node: str | None) -> bool:
+        return addr in self.isolated or (node is not None and node in self.nodes)
 
 
 @dataclass(slots=True)
@@ -150,13 +152,14 @@ class Link:
                  "_const")
 
     def __init__(self, spec: LinkSpec, topic: Topic, src: int, dst: int, seed: int,
-                 partitions: tuple[Partition, ...], counters: LinkCounters) -> None:
+                 partitions: tuple[Partition, ...], counters: LinkCounters, src_node: str | None = None,
+                 dst_node: str | None = None) -> None:
         self.spec = spec
         self.topic = topic
         self.src = src
         self.dst = dst
         self._pubsub = topic.pubsub
-        self._partitions = tuple(p for p in partitions if (src in p.isolated) != (dst in p.isolated))
+        self._partitions = tuple(p for p in partitions if p.isolates(src, src_node) != p.isolates(dst, dst_node))
         # Deterministic links draw nothing: no generator (cheap at thousands of links).
         self._rng: np.random.Generator | None = (
             None if spec.deterministic else component_rng(seed, f"link/{topic.value}/{src}/{dst}"))

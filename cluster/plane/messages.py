@@ -16,7 +16,8 @@ ordering settings (`cluster.plane.links.LinkSpec`):
 - `metrics`    rank -> subscribers: load metrics and heartbeats (carry the last KV seq).
                Pub/sub, like kv_events.
 - `kv_replay`  both ways between a subscriber and a publisher's replay buffer. Reliable.
-- `control`    node -> control: worker lifecycle notices; control -> ranks: end of run. Reliable.
+- `control`    node -> control: worker lifecycle notices; control -> ranks: start, drain, stop,
+               end of run (`cluster.plane.ranks`). Reliable.
 
 Addresses: the control shard's frontend and router share address `CONTROL_ADDR` (0); the
 rank with global index g has address `g + 1`. A rank is one (worker, dp_rank) slot.
@@ -30,14 +31,11 @@ from typing import Union
 
 from actors.engine.events import KvEvent, LoadMetrics
 from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
+from cluster.plane.ranks import DrainRankMsg, RankReadyMsg, RankStoppedMsg, StartRankMsg, StopRankMsg
+from cluster.plane.ranks import rank_addr as rank_addr  # addresses are a messages concern for most callers
 
 CONTROL_ADDR = 0
 """The control shard: frontend and router."""
-
-
-def rank_addr(global_rank: int) -> int:
-    """Event-plane address of the rank with global index `global_rank`."""
-    return global_rank + 1
 
 
 class Topic(str, Enum):
@@ -185,7 +183,8 @@ class ShutdownMsg:
 
 
 Message = Union[RequestMsg, FirstTokenMsg, CompletionMsg, KvBatchMsg, LoadMetricsMsg, ReplayRequestMsg,
-                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg]
+                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg, StartRankMsg, RankReadyMsg, DrainRankMsg, StopRankMsg,
+                RankStoppedMsg]
 
 
 @dataclass(frozen=True, slots=True)

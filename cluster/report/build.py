@@ -8,23 +8,28 @@ Two layouts of the same run:
 Sections of the scenario layout:
 - `summary`: the reference replay's keys (`cluster.report.summary.build_summary`); worker
   seconds and `gpu_hours` charge every worker's GPUs (vGPUs, or abstract GPUs) for its lifetime;
-- `workers`, `nodes`: placement, KV capacity and engine counters;
+- `workers` (every worker that existed, with its lifecycle: state, started/ready/stopped ms, GPU-hours),
+  `nodes` (vGPUs in use at the end, physical GPU-hours over the run): placement, KV capacity,
+  engine counters;
 - `event_plane`: per-topic link counters, the router's KV stream reassembly
   (`kv_sync`), the router's own counters, and `index`: how far the router's prefix index
   is from the workers' real caches at the end (blocks missing from / extra in the index,
   per live rank). With stream recovery on it is 0 once every gap was repaired;
-- `faults`: what was injected and which requests it cost.
+- `faults`: what was injected and which requests it cost;
+- `fleet_events`: the fleet changes asked for (scheduled events, the control API) and what came of them.
 Nothing here depends on the runtime or the wall clock, so Local and Ray reports of one
 scenario are byte-identical (wall time is added by the CLI only when asked).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from actors.engine.records import TerminalStatus
+from cluster.control.fleet import Fleet, WorkerLife
 from cluster.control.host import ControlHost
 from cluster.report.summary import WorkerLifetime, build_summary
 from cluster.runtime.shard import RunResult
@@ -69,39 +74,36 @@ def build_report(world: World, result: RunResult, control: ControlHost, layout: 
                  options: ReportOptions = ReportOptions()) -> dict[str, Any]:
     """The report of a run in one of the two layouts (see the module docstring)."""
     if layout == "replay":
-        return _replay_report(world, result, options)
+        return _replay_report(world, result, control, options)
     return _scenario_report(world, result, control, options)
 
 
-def lifetimes(world: World, result: RunResult) -> list[WorkerLifetime]:
-    """When each worker held its GPUs: from the start (or its placement) until it stopped (or the end)."""
-    stopped: dict[int, float] = {}
-    for r in result.ranks:
-        if r.stopped_ms is not None:  # a worker stops when its first rank does
-            stopped[r.worker_id] = min(stopped.get(r.worker_id, r.stopped_ms), r.stopped_ms)
-    return [WorkerLifetime(0.0, stopped.get(w.worker_id), w.num_gpus) for w in world.workers]
+def lifetimes(fleet: Fleet) -> list[WorkerLifetime]:
+    """When each worker held its GPUs: from its placement until it stopped (None: to the end)."""
+    return [WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus)
+            for _, life in sorted(fleet.lives.items())]
 
 
-def _summary(world: World, result: RunResult, options: ReportOptions) -> dict[str, Any]:
+def _summary(world: World, result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:
     gpus = [w.num_gpus for w in world.workers]
     return build_summary(result.records, result.gaps, num_workers=len(world.workers),
                          gpus_per_worker=max(gpus, default=1),
                          committed_prefill_tokens=sum(r.committed_prefill_tokens for r in result.ranks),
                          wall_time_ms=options.wall_time_ms, sla_ttft_ms=options.sla_ttft_ms,
                          sla_tpot_ms=options.sla_tpot_ms, sla_e2e_ms=options.sla_e2e_ms,
-                         lifetimes=lifetimes(world, result))
+                         lifetimes=lifetimes(control.fleet))
 
 
 def _completed_by_worker(result: RunResult) -> Counter[int]:
     return Counter(r.worker_id for r in result.records if r.terminal_status is TerminalStatus.COMPLETED)
 
 
-def _replay_report(world: World, result: RunResult, options: ReportOptions) -> dict[str, Any]:
+def _replay_report(world: World, result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:
     sc = world.loaded.scenario
     completed = _completed_by_worker(result)
     by_gidx = {r.gidx: r for r in result.ranks}
     workers = []
-    for w in sorted(world.workers, key=lambda w: w.worker_id):
+    for w in control.fleet.workers:
         rs = [by_gidx[g] for g in w.gidxs]
         workers.append({"worker_id": w.worker_id, "num_passes": sum(r.num_passes for r in rs),
                         "preemptions_total": sum(r.preemptions_total for r in rs),
@@ -109,7 +111,7 @@ def _replay_report(world: World, result: RunResult, options: ReportOptions) -> d
                         "completed_requests": completed[w.worker_id]})
     mode = sc.router.mode
     return {
-        "summary": _summary(world, result, options),
+        "summary": _summary(world, result, control, options),
         "config": {
             "workload": world.workload_description, "num_workers": len(world.workers),
             "router_mode": ROUTER_MODE_FLAGS.get(mode, mode), "replay_concurrency": sc.workload.concurrency,
@@ -126,12 +128,14 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
     sc = world.loaded.scenario
     records = result.records
     ranks = result.ranks
-    summary = _summary(world, result, options)
-    duration_h = float(summary["duration_ms"] or 0.0) / 3_600_000.0
+    summary = _summary(world, result, control, options)
+    duration_ms = float(summary["duration_ms"] or 0.0)
     completed = _completed_by_worker(result)
     by_gidx = {r.gidx: r for r in ranks}
+    fleet = control.fleet
     workers = []
-    for w in world.workers:
+    for _, life in sorted(fleet.lives.items()):
+        w = life.info
         rs = [by_gidx[g] for g in w.gidxs]
         workers.append({
             "name": w.name, "worker_id": w.worker_id, "deployment": w.deployment,
@@ -141,7 +145,11 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
             "num_passes": sum(r.num_passes for r in rs), "preemptions_total": sum(r.preemptions_total for r in rs),
             "committed_prefill_tokens": sum(r.committed_prefill_tokens for r in rs),
             "completed_requests": completed[w.worker_id], "alive": all(r.alive for r in rs),
+            "state": life.state, "started_ms": life.started_ms, "ready_ms": life.ready_ms,
+            "stopped_ms": life.stopped_ms, "num_gpus": w.num_gpus,
+            "gpu_hours": w.num_gpus * _span_ms(life, duration_ms) / 3_600_000.0,
         })
+    physical = _physical_ms(fleet, duration_ms)
     nodes = []
     for n in world.nodes:
         held = [(v, h) for v, h in n.vgpus()]
@@ -150,7 +158,7 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
             "cards": [c.gpu.name for c in n.cards],
             "vgpus": len(held), "vgpus_used": sum(1 for _, h in held if h),
             "workers": n.workers(),
-            "physical_gpu_hours": _physical_share(held) * duration_h,
+            "physical_gpu_hours": physical.get(n.name, 0.0) / 3_600_000.0,
         })
     statuses = Counter(r.terminal_status.value for r in records)
     failed_by_cause = Counter(r.cause for r in records if r.terminal_status is TerminalStatus.FAILED)
@@ -181,14 +189,24 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         "nodes": nodes,
         "event_plane": plane,
         "faults": faults,
+        "fleet_events": fleet.actions,
     }
 
 
-def _physical_share(held: list[Any]) -> float:
-    """Physical cards' worth of the vGPUs in use (MIG slices by their SM share, shares by core limit)."""
-    total = 0.0
-    for v, holder in held:
-        if holder:
-            total += v.sm_fraction if v.isolation != "time-sliced" else v.core_limit
-    return total
+def _span_ms(life: WorkerLife, duration_ms: float) -> float:
+    """The part of the worker's lifetime inside [0, duration]."""
+    stop = life.stopped_ms if life.stopped_ms is not None else duration_ms
+    return max(0.0, min(stop, duration_ms) - min(life.started_ms, duration_ms))
 
+
+def _physical_ms(fleet: Fleet, duration_ms: float) -> dict[str, float]:
+    """Per node, physical cards' worth of vGPU-milliseconds its workers held (MIG slices by their SM
+    share, time-sliced shares by their core limit)."""
+    out: dict[str, list[float]] = {}
+    for _, life in sorted(fleet.lives.items()):
+        span = _span_ms(life, duration_ms)
+        for rank in life.info.vgpus:
+            for v in rank:
+                share = v.sm_fraction if v.isolation != "time-sliced" else v.core_limit
+                out.setdefault(v.node, []).append(share * span)
+    return {node: math.fsum(parts) for node, parts in out.items()}

@@ -40,7 +40,7 @@ def run_local(setup: SimulationSetup, on_done: Callable[[RequestRecord], None] |
 
     `kv_tap` sees every KV batch the ranks publish, as they publish it (e.g. a ZMQ mirror).
     """
-    shard = Shard(setup.shard_plan(setup.ranks), hosts_control=True)
+    shard = Shard(setup.shard_plan(setup.ranks), hosts_control=True, hosts_everything=True)
     shard.nodes.kv_tap = kv_tap
     control = shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
     control.frontend.start()

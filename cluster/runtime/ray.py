@@ -47,13 +47,18 @@ class RuntimeSetupError(RuntimeError):
     """The run cannot use this runtime as configured (one line for the user)."""
 
 
-def assign_shards(node_of_rank: Sequence[str], shards: int) -> list[list[int]]:
-    """Whole nodes to shards, greedily balancing ranks (nodes by name; ties to the lowest shard)."""
+def assign_shards(node_of_rank: Sequence[str], shards: int, other_nodes: Sequence[str] = ()) -> list[list[int]]:
+    """Whole nodes to shards, greedily balancing ranks (nodes by name; ties to the lowest shard).
+
+    `other_nodes` host no rank at the start (workers may be added there during the run); they
+    count towards the nodes available, and `ShardMap` places them.
+    """
     ranks_of: dict[str, list[int]] = {}
     for g, node in enumerate(node_of_rank):
         ranks_of.setdefault(node, []).append(g)
-    if shards > len(ranks_of):
-        raise RuntimeSetupError(f"--shards {shards}: only {len(ranks_of)} node(s) host workers; shards hold whole nodes")
+    available = len(set(ranks_of) | set(other_nodes))
+    if shards > available:
+        raise RuntimeSetupError(f"--shards {shards}: only {available} node(s) host workers; shards hold whole nodes")
     loads = [0] * shards
     out: list[list[int]] = [[] for _ in range(shards)]
     for node in sorted(ranks_of, key=lambda n: (-len(ranks_of[n]), n)):
@@ -63,13 +68,44 @@ def assign_shards(node_of_rank: Sequence[str], shards: int) -> list[list[int]]:
     return [sorted(x) for x in out]
 
 
+class ShardMap:
+    """Which shard holds each node, and so each rank address; nodes seen later (workers added on a
+    node that hosted none, or on a new abstract GPU) go to the shard with the fewest nodes."""
+
+    def __init__(self, groups: list[list[int]], node_of_rank: Sequence[str], node_of_addr: dict[int, str],
+                 other_nodes: Sequence[str]) -> None:
+        self._node_of_addr = node_of_addr
+        self.shard_of_node: dict[str, int] = {}
+        for k, group in enumerate(groups):
+            for g in group:
+                self.shard_of_node[node_of_rank[g]] = k
+        self._count = [0] * len(groups)
+        for k in self.shard_of_node.values():
+            self._count[k] += 1
+        for node in sorted(set(other_nodes) - set(self.shard_of_node)):
+            self._place(node)
+
+    def _place(self, node: str) -> int:
+        k = min(range(len(self._count)), key=lambda i: (self._count[i], i))
+        self.shard_of_node[node] = k
+        self._count[k] += 1
+        return k
+
+    def shard_of(self, addr: int) -> int:
+        if addr == CONTROL_ADDR:
+            return -1
+        node = self._node_of_addr[addr]
+        k = self.shard_of_node.get(node)
+        return k if k is not None else self._place(node)
+
+
 def run(setup: SimulationSetup, node_of_rank: Sequence[str], runtime: Literal["local", "ray"] = "local",
         shards: int = 1, *, on_done: Callable[[RequestRecord], None] | None = None, address: str | None = None,
-        channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
+        channel: Channel = "zmq", nodes: Sequence[str] = ()) -> tuple[RunResult, ControlHost]:
     """Run `setup` on the chosen runtime: its result and the control host (router, frontend) it used."""
     if runtime == "local":
         return run_local(setup, on_done)
-    return run_ray(setup, node_of_rank, shards, on_done=on_done, address=address, channel=channel)
+    return run_ray(setup, node_of_rank, shards, on_done=on_done, address=address, channel=channel, nodes=nodes)
 
 
 class _Shards:
@@ -154,24 +190,25 @@ class _Shards:
 
 def run_ray(setup: SimulationSetup, node_of_rank: Sequence[str], shards: int = 1, *,
             on_done: Callable[[RequestRecord], None] | None = None, address: str | None = None,
-            channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
-    """Run `setup` with its nodes spread over `shards` Ray actors (see the module docstring)."""
+            channel: Channel = "zmq", nodes: Sequence[str] = ()) -> tuple[RunResult, ControlHost]:
+    """Run `setup` with its nodes spread over `shards` Ray actors (see the module docstring).
+
+    `nodes`: every node of the cluster (those without initial workers may get some later).
+    """
     l_req = setup.plane.min_latency_ms(REQUEST_TOPICS)
     l_resp = setup.plane.min_latency_ms(RESPONSE_TOPICS)
     if l_req + l_resp <= 0.0:
         raise RuntimeSetupError("the Ray runtime needs event-plane latency > 0 (event_plane.latency_ms): shards "
                             "synchronise in windows as long as the smallest cross-shard latency")
-    groups = assign_shards(node_of_rank, shards)
-    shard_of_addr = {CONTROL_ADDR: -1}
-    for k, group in enumerate(groups):
-        for g in group:
-            shard_of_addr[g + 1] = k
+    other = [n for n in nodes if n not in set(node_of_rank)]
+    groups = assign_shards(node_of_rank, shards, other)
     control_shard = Shard(setup.shard_plan([]), hosts_control=True)
     control = control_shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
+    shard_map = ShardMap(groups, node_of_rank, control_shard.plane.node_of, other)
     pool = _Shards(setup, groups, address, channel)
     try:
         control.frontend.start()
-        windows = _coordinate(control_shard, pool, len(groups), shard_of_addr, l_req, l_resp)
+        windows = _coordinate(control_shard, pool, len(groups), shard_map, l_req, l_resp)
         results = pool.finish()
     except BaseException:
         pool.abort()
@@ -185,7 +222,7 @@ def run_ray(setup: SimulationSetup, node_of_rank: Sequence[str], shards: int = 1
     return result, control
 
 
-def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_of_addr: dict[int, int],
+def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_map: ShardMap,
                 l_req: float, l_resp: float) -> int:
     """The window loop of the module docstring; returns the number of windows."""
     control = control_shard.control
@@ -226,7 +263,7 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_of_a
         control_h = horizon + l_resp
         control_shard.advance(control_h)
         for env in control_shard.take_outbox():
-            inbound[shard_of_addr[env.dst]].append(env)
+            inbound[shard_map.shard_of(env.dst)].append(env)
         idle = (all(x == inf for x in next_event) and not any(inbound)
                 and control_shard.next_event_ms() == inf)
         if idle:

@@ -8,17 +8,19 @@ same `RunResult`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import RequestRecord
+from cluster.control.fleet import FaultPlan, Fleet, FleetAction, WorkerInfo, WorkerSource
 from cluster.control.host import ControlHost
 from cluster.control.router_host import RouterHost
-from cluster.nodes.host import HostOptions, RankKill, RankSpec
+from cluster.nodes.host import HostOptions
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import Partition
 from cluster.plane.messages import CONTROL_ADDR, Topic
+from cluster.plane.ranks import RankKill, RankSpec
 from cluster.runtime.shard import ShardPlan
 from cluster.sim.clock import EventLoop
 from cluster.workload.model import Workload
@@ -41,6 +43,14 @@ class SimulationSetup:
     partitions: tuple[Partition, ...] = ()
     mirror_kv: bool = False
     """Publish KV batches for an outside observer (a ZMQ mirror) even when no router subscribes."""
+    workers: list[WorkerInfo] = field(default_factory=list)
+    """The initial fleet (its ranks are `ranks`)."""
+    source: WorkerSource | None = None
+    """Places workers added during the run."""
+    faults: tuple[FaultPlan, ...] = ()
+    """Scheduled kills, for workers added during the run."""
+    actions: tuple[FleetAction, ...] = ()
+    """Scheduled changes of the fleet (scenario `events:`)."""
 
     def __post_init__(self) -> None:
         for g, spec in enumerate(self.ranks):
@@ -98,7 +108,10 @@ class SimulationSetup:
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery)
+        fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
         lossy = self.plane.kv_lossy or bool(self.partitions)
-        control.wire(self.workload, router, self.concurrency, on_done=on_done, stream_lossy=lossy,
+        control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
                      announce_shutdown=self.heartbeat_ms is not None)
+        for action in self.actions:
+            action.apply(fleet)
         return control

@@ -27,11 +27,12 @@ import msgpack
 from actors.engine.events import KvEvent
 from actors.engine.records import GapLog, RequestRecord
 from cluster.control.host import ControlHost
-from cluster.nodes.host import HostOptions, NodeHost, RankKill, RankSpec, RankStats
+from cluster.nodes.host import HostOptions, NodeHost, RankStats
 from cluster.plane.codec import decode, encode
 from cluster.plane.endpoint import EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import LinkCounters, Partition
 from cluster.plane.messages import CONTROL_ADDR, Envelope, Message, Topic
+from cluster.plane.ranks import RankKill, RankSpec
 from cluster.sim.clock import EventLoop
 
 
@@ -79,15 +80,18 @@ class RunResult:
 class Shard:
     """One loop with its endpoint and hosts. Build the control side with `attach_control`."""
 
-    def __init__(self, plan: ShardPlan, hosts_control: bool) -> None:
+    def __init__(self, plan: ShardPlan, hosts_control: bool, hosts_everything: bool = False) -> None:
+        """`hosts_everything`: the Local runtime's one shard, where every address is local (ranks
+        started during the run included); otherwise a message to another shard's address goes
+        to the outbox."""
         self.plan = plan
         self.loop = EventLoop()
         self.gaps = GapLog()
         mine = {CONTROL_ADDR} if hosts_control else set()
         mine.update(spec.gidx + 1 for spec in plan.ranks)
         self._mine = mine
-        self.plane = PlaneEndpoint(plan.plane, plan.seed, self.loop, mine.__contains__, self._deliver,
-                                   plan.partitions)
+        local: Callable[[int], bool] = (lambda addr: True) if hosts_everything else mine.__contains__
+        self.plane = PlaneEndpoint(plan.plane, plan.seed, self.loop, local, self._deliver, plan.partitions)
         for topic, addrs in plan.subscribers:
             self.plane.subscribe(topic, addrs)
         self.nodes = NodeHost(plan.ranks, self.loop, self.plane, self.gaps, plan.options, plan.kills)

@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.engine.config import EngineConfig, ExternalTimingConfig, InterpolatedTimingConfig, RooflineTimingConfig
 from actors.engine.timing.models import TimingModel
+from cluster.control.fleet import WorkerInfo
 from cluster.hardware.catalog import default_catalog
 from cluster.hardware.devicemap import DeviceMapError, auto_device_map, num_gpu_blocks
 from cluster.hardware.models import ModelArch, get_model
@@ -28,33 +29,11 @@ from cluster.hardware.node import Node, VGpuRequest
 from cluster.hardware.placement import Placer
 from cluster.hardware.roofline import timing_and_blocks_for, whole_card_vgpu
 from cluster.hardware.virtualization import VGpu
-from cluster.nodes.host import RankSpec
+from cluster.plane.ranks import RankSpec
 from cluster.scenario.load import LoadedScenario
 from cluster.scenario.spec import DeploymentSpec
 
 GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One placed engine worker."""
-
-    worker_id: int
-    name: str
-    deployment: str
-    gidxs: tuple[int, ...]
-    vgpus: tuple[tuple[VGpu, ...], ...]
-    """Per DP rank, its tp_size vGPUs (empty on abstract GPUs)."""
-    engine: EngineConfig
-    num_gpus: int
-    """GPUs it occupies: its vGPUs, or `tp_size` abstract GPUs."""
-    rank_nodes: tuple[str, ...]
-    """Per DP rank, the node of its first vGPU (the Ray runtime's shard unit)."""
-    ranks: tuple[RankSpec, ...]
-
-    @property
-    def nodes(self) -> list[str]:
-        return sorted(set(self.rank_nodes)) if self.vgpus else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +59,10 @@ HARDWARE_TIMINGS: dict[str, Callable[[RankContext], tuple[TimingModel, int]]] = 
 class WorkerBuilder:
     """See the module docstring. Raises `ScenarioError` for a model that cannot run on its vGPU."""
 
-    def __init__(self, loaded: LoadedScenario, nodes: list[Node]) -> None:
+    def __init__(self, loaded: LoadedScenario, nodes: list[Node], emit_kv_token_ids: bool = False) -> None:
+        """`emit_kv_token_ids`: KV events carry the blocks' tokens (wire formats need them)."""
         self.loaded = loaded
+        self._token_ids = emit_kv_token_ids
         self.abstract = loaded.scenario.cluster is None
         self.placer = Placer(nodes)
         self._groups: dict[tuple[str, int], int] = {}
@@ -97,9 +78,11 @@ class WorkerBuilder:
                 raise loaded.error(f"deployments.{k}.engine.timing_model.gpu",
                                    f"unknown GPU {t.gpu!r}; known: {', '.join(sorted(default_catalog().gpu))}")
 
-    def deployment(self, name: str) -> tuple[int, DeploymentSpec]:
-        k = self._index[name]
-        return k, self.loaded.scenario.deployments[k]
+    def deployment_index(self, name: str) -> int | None:
+        return self._index.get(name)
+
+    def free(self, name: str, now_ms: float) -> None:
+        self.placer.free(name, now_ms)
 
     def _resolved(self, k: int, dep: DeploymentSpec) -> EngineConfig:
         """The deployment's engine config with its table paths resolved against the scenario."""
@@ -149,7 +132,7 @@ class WorkerBuilder:
             where = rank_vgpus[0].vgpu_id if rank_vgpus[0] is not None else "its GPU"
             raise self.loaded.error(f"deployments.{k}", f"{model.name if model else 'the model'} leaves no room "
                                     f"for KV cache on {where}")
-        engine = base.model_copy(update=_sizes(dep, base, nb_min))
+        engine = base.model_copy(update=_sizes(dep, base, nb_min, self._token_ids))
         ranks = []
         for d, vg in enumerate(rank_vgpus):
             gid, limit = None, 1.0
@@ -189,9 +172,11 @@ class WorkerBuilder:
         return timings, blocks
 
 
-def _sizes(dep: DeploymentSpec, base: EngineConfig, num_gpu_blocks: int | None) -> dict[str, Any]:
+def _sizes(dep: DeploymentSpec, base: EngineConfig, num_gpu_blocks: int | None, token_ids: bool) -> dict[str, Any]:
     """dp/tp from the deployment; KV blocks when derived and the engine does not set them."""
     update: dict[str, Any] = {"dp_size": dep.dp_size, "tensor_parallel_size": dep.tp_size}
+    if token_ids:
+        update["emit_kv_token_ids"] = True
     if num_gpu_blocks is not None and "num_gpu_blocks" not in base.model_fields_set:
         update["num_gpu_blocks"] = num_gpu_blocks
     return update

@@ -201,6 +201,43 @@ class PartitionFault(_FaultBase):
 Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault]
 
 
+class AddWorkers(_Strict):
+    deployment: str
+    count: int = Field(1, ge=1)
+
+
+class RemoveWorkers(_Strict):
+    """Named `workers`, or the `count` newest serving (or starting) workers of `deployment`."""
+
+    deployment: str | None = None
+    workers: list[str] = Field(default_factory=list)
+    count: int = Field(1, ge=1)
+    drain: bool = Field(True, description="finish the requests already sent; false: they fail (worker_removed)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "RemoveWorkers":
+        if (self.deployment is None) == (not self.workers):
+            raise ValueError("give deployment (with count) or workers, not both")
+        return self
+
+
+class AddWorkersEvent(_Strict):
+    """At `at_s`, add workers: placed on free vGPUs, serving after the engine's startup_time."""
+
+    at_s: float = Field(ge=0.0)
+    add_workers: AddWorkers
+
+
+class RemoveWorkersEvent(_Strict):
+    """At `at_s`, remove workers: the router stops sending them requests; they drain, then stop."""
+
+    at_s: float = Field(ge=0.0)
+    remove_workers: RemoveWorkers
+
+
+WorldEvent = Union[AddWorkersEvent, RemoveWorkersEvent]
+
+
 class OutputsSpec(_Strict):
     dir: str = "out"
     report_json: str = "report.json"
@@ -226,6 +263,7 @@ class Scenario(_Strict):
     event_plane: EventPlaneConfig = Field(default_factory=EventPlaneConfig)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     faults: list[Fault] = Field(default_factory=list)
+    events: list[WorldEvent] = Field(default_factory=list, description="scheduled changes of the fleet")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
@@ -246,6 +284,10 @@ class Scenario(_Strict):
         sizes = {d.engine.block_size_tokens for d in self.deployments}
         if len(sizes) > 1:
             raise ValueError(f"deployments behind one router need one engine block_size, got {sorted(sizes)}")
+        for k, e in enumerate(self.events):
+            dep = e.add_workers.deployment if isinstance(e, AddWorkersEvent) else e.remove_workers.deployment
+            if dep is not None and dep not in names:
+                raise ValueError(f"events.{k}: no deployment named {dep!r}")
         nodes = {n for g in self.cluster.nodes for n in g.node_names()} if self.cluster is not None else set()
         workers = {f"{d.name}-{i}" for d in self.deployments for i in range(d.replicas)}
         for k, f in enumerate(self.faults):

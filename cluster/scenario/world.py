@@ -16,23 +16,28 @@ The result is deterministic: same scenario, same world (names, ids, placement, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from actors.engine.records import FailureReason
+from actors.engine.records import FailureReason, RequestRecord
+from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
+from cluster.control.host import ControlHost
 from cluster.hardware.accelerator import AcceleratorFile, read_toml
 from cluster.hardware.catalog import summarize_validation_error
 from cluster.hardware.models import get_model
 from cluster.hardware.node import Node
 from cluster.hardware.virtualization import VirtualizationConfig, VirtualizationError
-from cluster.nodes.host import RankKill, RankSpec
 from cluster.plane.links import Partition
-from cluster.plane.messages import rank_addr
+from cluster.plane.ranks import RankKill, RankSpec
+from cluster.runtime.ray import Channel, run
 from cluster.runtime.setup import SimulationSetup
-from cluster.scenario.deploy import WorkerBuilder, WorkerInfo
+from cluster.runtime.shard import RunResult
+from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
-from cluster.scenario.spec import KillNodeFault, KillWorkerFault, PartitionFault
+from cluster.scenario.spec import AddWorkersEvent, KillNodeFault, KillWorkerFault, PartitionFault
 from cluster.sim.seeds import component_seed
 from cluster.workload.load import LoadedWorkload, load_workload
 from cluster.workload.model import Workload, WorkloadError
@@ -40,7 +45,7 @@ from router.router import KvRouter
 
 _VIRT: TypeAdapter[VirtualizationConfig] = TypeAdapter(VirtualizationConfig)
 
-__all__ = ["World", "WorkerInfo", "build_world", "check_prompts_fit"]
+__all__ = ["World", "WorkerInfo", "build_world", "check_prompts_fit", "run_world"]
 
 
 @dataclass
@@ -108,6 +113,31 @@ def _place(loaded: LoadedScenario, builder: WorkerBuilder) -> list[WorkerInfo]:
     return workers
 
 
+def _fault_plans(loaded: LoadedScenario) -> tuple[FaultPlan, ...]:
+    """The kills as workers added during the run learn of them."""
+    plans = []
+    for k, f in enumerate(loaded.scenario.faults):
+        if isinstance(f, KillWorkerFault):
+            plans.append(FaultPlan(f.at_s * 1000.0, k, f.kill_worker, None, FailureReason.WORKER_KILLED,
+                                   f"worker {f.kill_worker} killed"))
+        elif isinstance(f, KillNodeFault):
+            plans.append(FaultPlan(f.at_s * 1000.0, k, None, f.kill_node, FailureReason.WORKER_KILLED,
+                                   f"node {f.kill_node} killed"))
+    return tuple(plans)
+
+
+def _actions(loaded: LoadedScenario) -> tuple[FleetAction, ...]:
+    out = []
+    for k, e in enumerate(loaded.scenario.events):
+        t, cause = e.at_s * 1000.0, f"events.{k}"
+        if isinstance(e, AddWorkersEvent):
+            out.append(FleetAction(t, "add", e.add_workers.deployment, count=e.add_workers.count, cause=cause))
+        else:
+            r = e.remove_workers
+            out.append(FleetAction(t, "remove", r.deployment, tuple(r.workers), r.count, r.drain, cause))
+    return tuple(out)
+
+
 def _faults(loaded: LoadedScenario, workers: list[WorkerInfo], node_of_rank: list[str],
             ) -> tuple[tuple[RankKill, ...], tuple[Partition, ...], list[dict[str, object]]]:
     kills: list[RankKill] = []
@@ -119,21 +149,20 @@ def _faults(loaded: LoadedScenario, workers: list[WorkerInfo], node_of_rank: lis
         if isinstance(f, KillWorkerFault):
             ws = [w for w in workers if w.name == f.kill_worker]
             kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
-                                  f"worker {f.kill_worker} killed", cause))
+                                  f"worker {f.kill_worker} killed", cause, k))
             listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker,
                            "workers": [w.name for w in ws], "id": cause})
         elif isinstance(f, KillNodeFault):
             # A worker with any rank on the node dies whole: its other ranks cannot serve alone.
             ws = [w for w in workers if any(node_of_rank[g] == f.kill_node for g in w.gidxs)]
             kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
-                                  f"node {f.kill_node} killed", cause))
+                                  f"node {f.kill_node} killed", cause, k))
             listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "workers": [w.name for w in ws],
                            "id": cause})
         else:
             assert isinstance(f, PartitionFault)
             names = set(f.partition.nodes)
-            isolated = frozenset(rank_addr(g) for g, n in enumerate(node_of_rank) if n in names)
-            partitions.append(Partition(t, t + f.partition.duration_s * 1000.0, isolated))
+            partitions.append(Partition(t, t + f.partition.duration_s * 1000.0, nodes=frozenset(names)))
             listed.append({"at_ms": t, "kind": "partition", "target": sorted(names),
                            "until_ms": t + f.partition.duration_s * 1000.0, "id": cause})
     return tuple(kills), tuple(partitions), listed
@@ -155,12 +184,11 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
         except (KeyError, ValueError) as exc:
             raise loaded.error("model", str(exc).strip('"')) from None
     nodes = _build_nodes(loaded)
-    builder = WorkerBuilder(loaded, nodes)
+    # With a mirror, wire formats carry the blocks' tokens (vLLM BlockStored.token_ids).
+    builder = WorkerBuilder(loaded, nodes, emit_kv_token_ids=mirror_kv)
     workers = _place(loaded, builder)
     ranks = [r for w in workers for r in w.ranks]
     node_of_rank = [n for w in workers for n in w.rank_nodes]
-    if mirror_kv:  # wire formats carry the blocks' tokens (vLLM BlockStored.token_ids)
-        ranks = [replace(r, engine=r.engine.model_copy(update={"emit_kv_token_ids": True})) for r in ranks]
     if workload is not None:
         loaded_wl = LoadedWorkload(workload, f"workload: {workload.num_requests} requests", False)
     else:
@@ -177,7 +205,8 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
     setup = SimulationSetup(loaded_wl.workload, ranks, kv_router, seed=sc.seed, plane=sc.event_plane,
                             concurrency=sc.workload.concurrency, macro_step=macro_step,
                             collect_kv_events=collect_kv_events, kills=kills, partitions=partitions,
-                            mirror_kv=mirror_kv)
+                            mirror_kv=mirror_kv, workers=workers, source=builder, faults=_fault_plans(loaded),
+                            actions=_actions(loaded))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, builder, listed)
 
 
@@ -193,3 +222,12 @@ def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[Ra
                     f"prompt larger than the KV cache: session {session.session_id} turn {k} has "
                     f"{turn.input_length} input tokens = {need} blocks of {bs}, but the largest rank has "
                     f"num_gpu_blocks {largest}"))
+
+
+def run_world(world: World, runtime: Literal["local", "ray"] = "local", shards: int = 1, *,
+              on_done: Callable[[RequestRecord], None] | None = None, address: str | None = None,
+              channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
+    """Run a world on the Local runtime or sharded over Ray actors (every node of the cluster is
+    given to a shard, so workers added during the run can land anywhere)."""
+    return run(world.setup, world.node_of_rank, runtime, shards, on_done=on_done, address=address, channel=channel,
+               nodes=[n.name for n in world.nodes])

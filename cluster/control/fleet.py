@@ -1,0 +1,286 @@
+"""The fleet: which workers exist, from when to when, and the control API that changes them.
+
+The control shard owns the fleet (like a cluster scheduler): it allocates worker ids and rank
+addresses, places new workers through a `WorkerSource` (the scenario's worker builder: vGPUs,
+timing, KV size), and tells node hosts what to run (`cluster.plane.ranks`). The control API,
+for the planner, chaos tests and scheduled scenario events:
+
+- `add_worker(deployment, at_ms)`: at `at_ms`, place a worker (`capacity_exhausted` when no
+  vGPU fits) and start its ranks; it serves after the engine's `startup_time`. The router adds
+  it when every rank has reported ready.
+- `remove_worker(worker, at_ms, drain=True)`: at `at_ms` the router stops sending it requests;
+  with `drain` it finishes those already sent, else it stops at once and they fail
+  (`worker_removed`). When every rank has stopped its vGPUs are free again.
+A fault that kills a worker ends its life too. Every worker is charged for its lifetime, from
+its placement to its stop (`lifetimes`); `actions` logs what was asked and what happened.
+Invariant: the router sends a request to a worker only between its ready and its removal.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from actors.engine.config import EngineConfig
+from actors.engine.records import FailureReason
+from cluster.control.router_host import RouterHost
+from cluster.hardware.virtualization import VGpu
+from cluster.plane.endpoint import PlaneEndpoint
+from cluster.plane.messages import CONTROL_ADDR, Topic, WorkerDownMsg
+from cluster.plane.ranks import (
+    DrainRankMsg,
+    RankKill,
+    RankReadyMsg,
+    RankSpec,
+    RankStoppedMsg,
+    StartRankMsg,
+    StopRankMsg,
+    rank_addr,
+)
+from cluster.sim.clock import EventLoop, Priority
+
+_ACTION_KEY = 1 << 41
+"""Loop keys of fleet actions (CONTROL priority) sort after node-side CONTROL events of an instant."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One placed engine worker."""
+
+    worker_id: int
+    name: str
+    deployment: str
+    gidxs: tuple[int, ...]
+    vgpus: tuple[tuple[VGpu, ...], ...]
+    """Per DP rank, its tp_size vGPUs (empty on abstract GPUs)."""
+    engine: EngineConfig
+    num_gpus: int
+    """GPUs it occupies: its vGPUs, or `tp_size` abstract GPUs."""
+    rank_nodes: tuple[str, ...]
+    """Per DP rank, the node of its first vGPU (the Ray runtime's shard unit)."""
+    ranks: tuple[RankSpec, ...]
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted(set(self.rank_nodes)) if self.vgpus else []
+
+
+class WorkerSource(Protocol):
+    """Places workers of the scenario's deployments (`cluster.scenario.deploy.WorkerBuilder`)."""
+
+    def deployment_index(self, name: str) -> int | None: ...
+
+    def build(self, k: int, worker_id: int, name: str, first_gidx: int) -> WorkerInfo | None:
+        """Place worker `name` of deployment `k`; None when no vGPU fits."""
+        ...
+
+    def free(self, name: str, now_ms: float) -> None:
+        """Give the worker's vGPUs back."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """A scheduled kill, as workers added during the run must learn of it (`faults.<key>`)."""
+
+    t_ms: float
+    key: int
+    worker: str | None
+    node: str | None
+    reason: FailureReason
+    detail: str
+
+    def hits(self, info: WorkerInfo) -> bool:
+        return self.worker == info.name or (self.node is not None and self.node in info.rank_nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetAction:
+    """A scheduled change of the fleet (a scenario `events:` entry): add `count` workers of a
+    deployment, or remove named workers, or the `count` newest of a deployment."""
+
+    at_ms: float
+    kind: str
+    """"add" | "remove"."""
+    deployment: str | None = None
+    workers: tuple[str, ...] = ()
+    count: int = 1
+    drain: bool = True
+    cause: str | None = None
+
+    def apply(self, fleet: Fleet) -> None:
+        if self.kind == "add":
+            assert self.deployment is not None
+            for _ in range(self.count):
+                fleet.add_worker(self.deployment, self.at_ms, self.cause)
+        elif self.workers:
+            for name in self.workers:
+                fleet.remove_worker(name, self.at_ms, self.drain, self.cause)
+        else:
+            assert self.deployment is not None
+            fleet.remove_workers(self.deployment, self.count, self.at_ms, self.drain, self.cause)
+
+
+@dataclass
+class WorkerLife:
+    """A worker's lifecycle: starting -> ready -> draining -> stopped (or failed: a fault)."""
+
+    info: WorkerInfo
+    state: str
+    started_ms: float
+    ready_ms: float | None = None
+    stopped_ms: float | None = None
+    ready_ranks: set[int] = field(default_factory=set)
+    stopped_ranks: set[int] = field(default_factory=set)
+
+
+class Fleet:
+    """See the module docstring. `initial` workers serve from time 0."""
+
+    def __init__(self, loop: EventLoop, plane: PlaneEndpoint, router: RouterHost, source: WorkerSource | None,
+                 initial: list[WorkerInfo], faults: tuple[FaultPlan, ...] = (),
+                 send_times: list[float] | None = None) -> None:
+        self.loop = loop
+        self.plane = plane
+        self.router = router
+        self.source = source
+        self.faults = faults
+        self._send_times = send_times
+        self.lives: dict[int, WorkerLife] = {}
+        self._by_name: dict[str, WorkerLife] = {}
+        self.actions: list[dict[str, object]] = []
+        """What was asked of the fleet and what happened, in order."""
+        self._next_index: dict[str, int] = {}
+        self._next_gidx = 0
+        self._next_key = 0
+        for info in initial:
+            self._record(WorkerLife(info, "ready", 0.0, ready_ms=0.0, ready_ranks=set(range(len(info.gidxs)))))
+
+    def _record(self, life: WorkerLife) -> None:
+        info = life.info
+        self.lives[info.worker_id] = life
+        self._by_name[info.name] = life
+        self._next_gidx = max(self._next_gidx, max(info.gidxs) + 1)
+        self._next_index[info.deployment] = self._next_index.get(info.deployment, 0) + 1
+        for g, node in zip(info.gidxs, info.rank_nodes):
+            self.plane.node_of[rank_addr(g)] = node
+
+    @property
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker that ever existed, by worker id."""
+        return [self.lives[w].info for w in sorted(self.lives)]
+
+    def addresses(self) -> list[int]:
+        """Every rank address ever allocated, ascending."""
+        return sorted(rank_addr(g) for life in self.lives.values() for g in life.info.gidxs)
+
+    # ------------------------------------------------------------------ the control API
+
+    def _schedule(self, at_ms: float, handler: Callable[[float, Any], None], arg: object) -> None:
+        at_ms = max(at_ms, self.loop.now_ms)
+        self.loop.schedule(at_ms, Priority.CONTROL, _ACTION_KEY + self._next_key, handler, arg)
+        self._next_key += 1
+        if self._send_times is not None:  # an action sends messages: the Ray runtime's lookahead
+            heapq.heappush(self._send_times, at_ms)
+
+    def add_worker(self, deployment: str, at_ms: float, cause: str | None = None) -> None:
+        """At `at_ms`, add a worker of `deployment` (see the module docstring)."""
+        self._schedule(at_ms, self._on_add, (deployment, cause))
+
+    def remove_worker(self, worker: str, at_ms: float, drain: bool = True, cause: str | None = None) -> None:
+        """At `at_ms`, remove worker `worker`, draining it or not (see the module docstring)."""
+        self._schedule(at_ms, self._on_remove, (worker, drain, cause))
+
+    def remove_workers(self, deployment: str, count: int, at_ms: float, drain: bool = True,
+                       cause: str | None = None) -> None:
+        """At `at_ms`, remove the `count` newest serving or starting workers of `deployment`."""
+        self._schedule(at_ms, self._on_remove_newest, (deployment, count, drain, cause))
+
+    # ------------------------------------------------------------------ actions
+
+    def _log(self, now: float, kind: str, **fields: object) -> None:
+        self.actions.append({"at_ms": now, "kind": kind, **{k: v for k, v in fields.items() if v is not None}})
+
+    def _on_add(self, now: float, arg: tuple[str, str | None]) -> None:
+        deployment, cause = arg
+        k = self.source.deployment_index(deployment) if self.source is not None else None
+        if k is None or self.source is None:
+            self._log(now, "add_worker", deployment=deployment, outcome="unknown_deployment", cause=cause)
+            return
+        index = self._next_index.get(deployment, 0)
+        name = f"{deployment}-{index}"
+        worker_id = len(self.lives)
+        info = self.source.build(k, worker_id, name, self._next_gidx)
+        if info is None:
+            self._log(now, "add_worker", deployment=deployment, outcome="capacity_exhausted", cause=cause)
+            return
+        self._record(WorkerLife(info, "starting", now))
+        startup_ms = (info.engine.startup_time or 0.0) * 1000.0
+        kills = tuple(RankKill(f.t_ms, info.gidxs, f.reason, f.detail, f"faults.{f.key}", f.key)
+                      for f in self.faults if f.t_ms > now and f.hits(info))
+        for spec in info.ranks:
+            start = StartRankMsg(_with_startup(spec, startup_ms), kills)
+            self.plane.send(Topic.CONTROL, CONTROL_ADDR, spec.addr, start, now)
+        self._log(now, "add_worker", deployment=deployment, worker=name, outcome="placed", cause=cause)
+
+    def _on_remove_newest(self, now: float, arg: tuple[str, int, bool, str | None]) -> None:
+        deployment, count, drain, cause = arg
+        up = [life for w, life in sorted(self.lives.items(), reverse=True)
+              if life.info.deployment == deployment and life.state in ("starting", "ready")]
+        for life in up[:count]:
+            self._on_remove(now, (life.info.name, drain, cause))
+        if len(up) < count:
+            self._log(now, "remove_worker", deployment=deployment, outcome="no_worker_left", cause=cause)
+
+    def _on_remove(self, now: float, arg: tuple[str, bool, str | None]) -> None:
+        name, drain, cause = arg
+        life = self._by_name.get(name)
+        if life is None or life.state not in ("starting", "ready"):
+            self._log(now, "remove_worker", worker=name, outcome="not_running", cause=cause)
+            return
+        info = life.info
+        sent = self.router.stop_routing(info.worker_id) if life.state == "ready" else {}
+        life.state = "draining"
+        for r, g in enumerate(info.gidxs):
+            msg: DrainRankMsg | StopRankMsg = (
+                DrainRankMsg(info.worker_id, r, sent.get(g, 0)) if drain else
+                StopRankMsg(info.worker_id, r, FailureReason.WORKER_REMOVED, f"worker {name} removed", cause))
+            self.plane.send(Topic.CONTROL, CONTROL_ADDR, rank_addr(g), msg, now)
+        self._log(now, "remove_worker", worker=name, drain=drain, outcome="draining" if drain else "stopping",
+                  cause=cause)
+
+    # ------------------------------------------------------------------ what the nodes say
+
+    def on_ready(self, now: float, msg: RankReadyMsg) -> None:
+        life = self.lives[msg.worker_id]
+        life.ready_ranks.add(msg.dp_rank)
+        if life.state == "starting" and len(life.ready_ranks) == len(life.info.gidxs):
+            life.state = "ready"
+            life.ready_ms = msg.t_ms
+            self.router.add_worker(now, msg.worker_id, life.info.gidxs)
+            self._log(now, "worker_ready", worker=life.info.name, ready_ms=msg.t_ms)
+
+    def on_stopped(self, now: float, msg: RankStoppedMsg) -> None:
+        life = self.lives[msg.worker_id]
+        life.stopped_ranks.add(msg.dp_rank)
+        if life.state == "draining" and len(life.stopped_ranks) == len(life.info.gidxs):
+            self._end(now, life, "stopped", msg.t_ms)
+            self._log(now, "worker_stopped", worker=life.info.name, stopped_ms=msg.t_ms)
+
+    def on_down(self, now: float, msg: WorkerDownMsg) -> None:
+        life = self.lives[msg.worker_id]
+        if life.state not in ("stopped", "failed"):
+            self._end(now, life, "failed", msg.t_ms)
+
+    def _end(self, now: float, life: WorkerLife, state: str, t_ms: float) -> None:
+        life.state = state
+        life.stopped_ms = t_ms
+        self.router.remove_worker(now, life.info.worker_id)
+        if self.source is not None:
+            self.source.free(life.info.name, now)
+
+
+def _with_startup(spec: RankSpec, startup_ms: float) -> RankSpec:
+    return replace(spec, startup_ms=startup_ms)
