@@ -25,7 +25,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from actors.engine.events import KvEvent
 from actors.engine.hashing import PromptHashers
@@ -35,6 +34,7 @@ from actors.engine.records import EngineRecord, FailureReason, GapLog, TerminalS
 from actors.engine.request import RankRequest
 from actors.engine.timing.registry import timing_from_config
 from cluster.nodes.contention import Contention
+from cluster.nodes.hosted import READY_KEY, Hosted, HostOptions, RankStats
 from cluster.nodes.kv_streams import KvStream, KvTap
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
@@ -62,69 +62,6 @@ from cluster.plane.ranks import (
 from cluster.sim.clock import EventLoop, Priority
 
 
-@dataclass(frozen=True, slots=True)
-class HostOptions:
-    """What the host publishes and keeps; fixed for a run."""
-
-    macro_step: bool = True
-    publish_kv: bool = False
-    """Someone subscribes to kv_events (a KV-aware router)."""
-    collect_kv: bool = False
-    """Keep every KV event of every rank (tests and equivalence checks)."""
-    publish_metrics: bool = False
-    heartbeat_ms: float | None = None
-    heartbeat_count: int = 8
-    replay_buffer_batches: int = 10_000
-
-
-@dataclass(slots=True)
-class RankStats:
-    """Engine counters of one rank at the end of a run."""
-
-    gidx: int
-    worker_id: int
-    dp_rank: int
-    num_passes: int
-    preemptions_total: int
-    committed_prefill_tokens: int
-    num_admissions: int
-    alive: bool
-    cached_blocks: list[int] = field(default_factory=list)
-    """Hashes with a physical copy at the end (what a KV subscriber should know)."""
-    stopped_ms: float | None = None
-    """When the rank stopped (killed); None: up at the end."""
-
-
-_READY_KEY = 1 << 40
-"""Loop keys of ready events sort after those of kills (fault indices) at one instant."""
-
-
-class _Hosted:
-    """One hosted rank and the host's bookkeeping of it."""
-
-    __slots__ = ("spec", "rank", "addr", "stream", "due_token", "due_ms", "end_ms", "begin_pending", "alive",
-                 "ready", "stopped_ms", "shut", "hb_left", "received", "expected")
-
-    def __init__(self, spec: RankSpec, rank: EngineRank, stream: KvStream, heartbeats: int) -> None:
-        self.spec = spec
-        self.rank = rank
-        self.addr = spec.addr
-        self.stream = stream
-        self.due_token = 0
-        self.due_ms: float | None = None
-        self.end_ms: float | None = None
-        self.begin_pending = False
-        self.alive = True
-        self.ready = False
-        self.stopped_ms: float | None = None
-        self.shut = False
-        self.hb_left = heartbeats
-        self.received = 0
-        """Requests that reached it."""
-        self.expected: int | None = None
-        """Draining: the requests the router sent it before the drain; it stops once all are done."""
-
-
 class NodeHost:
     """Hosts ranks on one loop. See the module docstring."""
 
@@ -136,10 +73,10 @@ class NodeHost:
         self.options = options
         self.kv_tap: KvTap | None = None
         self._hashers = PromptHashers()
-        self._hosted: dict[int, _Hosted] = {}
+        self._hosted: dict[int, Hosted] = {}
         """By address, in hosting order (heartbeats and results follow it)."""
         self._contention = Contention(self._rearm_rank)
-        self._by_rank: dict[int, _Hosted] = {}
+        self._by_rank: dict[int, Hosted] = {}
         self._response_times: list[float] = []
         """Times of queued events that may send a response (the lookahead)."""
         self._heartbeats_on = False
@@ -164,7 +101,7 @@ class NodeHost:
         self._heartbeats_on = True
         self.loop.schedule((now // hb + 1) * hb, Priority.CONTROL, -1, self._on_heartbeat)
 
-    def _host(self, spec: RankSpec) -> _Hosted:
+    def _host(self, spec: RankSpec) -> Hosted:
         opts = self.options
         timing = spec.timing if spec.timing is not None else timing_from_config(spec.engine)
         rank = build_rank(spec.engine, timing, self.gaps, self._hashers, spec.worker_id, spec.dp_rank,
@@ -172,7 +109,7 @@ class NodeHost:
                           publish_ticks=opts.publish_kv)
         stream = KvStream(rank, spec.addr, self.plane, opts.publish_kv, opts.collect_kv, opts.replay_buffer_batches,
                           tap=self._tap)
-        hosted = _Hosted(spec, rank, stream, opts.heartbeat_count)
+        hosted = Hosted(spec, rank, stream, opts.heartbeat_count)
         self._hosted[spec.addr] = hosted
         self._by_rank[id(rank)] = hosted
         self.plane.node_of[spec.addr] = spec.node
@@ -220,10 +157,10 @@ class NodeHost:
             self._schedule_kill(kill)
         self._arm_heartbeats(now)
         ready_ms = now + msg.spec.startup_ms
-        self.loop.schedule(ready_ms, Priority.CONTROL, _READY_KEY + msg.spec.gidx, self._on_ready, h)
+        self.loop.schedule(ready_ms, Priority.CONTROL, READY_KEY + msg.spec.gidx, self._on_ready, h)
         heapq.heappush(self._response_times, ready_ms)
 
-    def _on_ready(self, now: float, h: _Hosted) -> None:
+    def _on_ready(self, now: float, h: Hosted) -> None:
         if not h.alive:
             return
         h.ready = True
@@ -231,7 +168,7 @@ class NodeHost:
         self.plane.send(Topic.CONTROL, h.addr, CONTROL_ADDR, RankReadyMsg(rank.worker_id, rank.dp_rank, now), now)
         self._stop_if_drained(now, h)
 
-    def _stop_if_drained(self, now: float, h: _Hosted) -> None:
+    def _stop_if_drained(self, now: float, h: Hosted) -> None:
         """A draining rank stops once every request sent to it arrived and finished."""
         if h.alive and h.ready and h.expected is not None and h.received >= h.expected and h.rank.is_idle:
             h.alive = False
@@ -240,13 +177,13 @@ class NodeHost:
             h.due_ms = h.end_ms = None
             self._stopped(now, h)
 
-    def _stopped(self, now: float, h: _Hosted) -> None:
+    def _stopped(self, now: float, h: Hosted) -> None:
         rank = h.rank
         self.plane.send(Topic.CONTROL, h.addr, CONTROL_ADDR, RankStoppedMsg(rank.worker_id, rank.dp_rank, now), now)
         if self._contention:
             self._contention.update(h.spec.gidx, now)
 
-    def _on_request(self, now: float, h: _Hosted, msg: RequestMsg) -> None:
+    def _on_request(self, now: float, h: Hosted, msg: RequestMsg) -> None:
         h.received += 1
         if not h.alive:
             self._respond(now, h, Finished(msg.request_id, TerminalStatus.FAILED, EngineRecord(end_ms=now),
@@ -266,24 +203,24 @@ class NodeHost:
 
     # ------------------------------------------------------------------ responses out
 
-    def _respond(self, now: float, h: _Hosted, f: Finished, cause: str | None = None) -> None:
+    def _respond(self, now: float, h: Hosted, f: Finished, cause: str | None = None) -> None:
         rank = h.rank
         msg = CompletionMsg(f.request_id, rank.worker_id, rank.dp_rank, f.status, f.record, f.reason, f.detail, cause)
         self.plane.send(Topic.RESPONSES, h.addr, CONTROL_ADDR, msg, now)
 
-    def _publish_metrics(self, now: float, h: _Hosted) -> None:
+    def _publish_metrics(self, now: float, h: Hosted) -> None:
         msg = LoadMetricsMsg(h.rank.load_metrics(now), h.stream.last_seq)
         self.plane.publish(Topic.METRICS, h.addr, msg, now)
 
     # ------------------------------------------------------------------ driving a rank
 
-    def _wake(self, h: _Hosted, now: float) -> None:
+    def _wake(self, h: Hosted, now: float) -> None:
         if not h.rank.busy and not h.begin_pending:
             h.begin_pending = True
             self.loop.schedule(now, Priority.START, h.spec.gidx, self._on_begin, h)
             heapq.heappush(self._response_times, now)
 
-    def _rearm(self, h: _Hosted) -> None:
+    def _rearm(self, h: Hosted) -> None:
         """Schedule the rank's due event for `next_due_ms()`, superseding an earlier one."""
         end = h.rank.busy_until_ms
         if end != h.end_ms:
@@ -301,7 +238,7 @@ class NodeHost:
     def _rearm_rank(self, rank: EngineRank, now: float) -> None:
         self._rearm(self._by_rank[id(rank)])
 
-    def _on_begin(self, now: float, h: _Hosted) -> None:
+    def _on_begin(self, now: float, h: Hosted) -> None:
         h.begin_pending = False
         if not h.alive:
             return
@@ -313,7 +250,7 @@ class NodeHost:
         if self._contention:
             self._contention.update(h.spec.gidx, now)
 
-    def _on_due(self, now: float, arg: tuple[_Hosted, int]) -> None:
+    def _on_due(self, now: float, arg: tuple[Hosted, int]) -> None:
         h, token = arg
         if token != h.due_token or not h.alive:
             return  # superseded: the run was cut short and re-armed (or the rank died)
@@ -328,7 +265,7 @@ class NodeHost:
             self._wake(h, now)
             self._stop_if_drained(now, h)
 
-    def _send_output(self, now: float, h: _Hosted, out: RankOutput) -> None:
+    def _send_output(self, now: float, h: Hosted, out: RankOutput) -> None:
         h.stream.send(out.kv_events, now)
         rank = h.rank
         for t in out.first_tokens:
@@ -373,7 +310,7 @@ class NodeHost:
             if self._contention:
                 self._contention.update(h.spec.gidx, now)
 
-    def _kill_rank(self, now: float, h: _Hosted, reason: FailureReason, detail: str, cause: str | None) -> None:
+    def _kill_rank(self, now: float, h: Hosted, reason: FailureReason, detail: str, cause: str | None) -> None:
         """The rank dies now: its KV events so far leave, every request on it fails."""
         h.alive = False
         h.stopped_ms = now

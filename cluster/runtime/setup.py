@@ -16,7 +16,7 @@ from actors.engine.records import RequestRecord
 from cluster.control.fleet import FaultPlan, Fleet, FleetAction, WorkerInfo, WorkerSource
 from cluster.control.host import ControlHost
 from cluster.control.router_host import RouterHost
-from cluster.nodes.host import HostOptions
+from cluster.nodes.hosted import HostOptions
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import Partition
 from cluster.plane.messages import CONTROL_ADDR, Topic

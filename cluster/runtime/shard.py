@@ -27,7 +27,8 @@ import msgpack
 from actors.engine.events import KvEvent
 from actors.engine.records import GapLog, RequestRecord
 from cluster.control.host import ControlHost
-from cluster.nodes.host import HostOptions, NodeHost, RankStats
+from cluster.nodes.host import NodeHost
+from cluster.nodes.hosted import HostOptions, RankStats
 from cluster.plane.codec import decode, encode
 from cluster.plane.endpoint import EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import LinkCounters, Partition
