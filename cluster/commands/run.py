@@ -13,19 +13,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cluster.commands.replay import Progress
-from cluster.plane.messages import KvBatchMsg
-from cluster.report.build import build_report
-from cluster.report.outputs import write_per_request_jsonl, write_report_json
-from cluster.report.table import format_table, simulated_tokens_per_wall_s
-from cluster.runtime.local import run_local
-from cluster.runtime.ray import RuntimeSetupError
-from cluster.runtime.shard import RunResult
-from cluster.scenario.load import load_scenario
-from cluster.scenario.spec import ScenarioError
-from cluster.scenario.world import World, build_world, run_world
+
+if TYPE_CHECKING:
+    from cluster.runtime.shard import RunResult
+    from cluster.scenario.world import World
 
 
 def add_parser(sub: Any) -> None:
@@ -51,6 +45,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int:
+    from cluster.report.build import build_report
+    from cluster.report.outputs import write_per_request_jsonl, write_report_json
+    from cluster.report.table import format_table, simulated_tokens_per_wall_s
+    from cluster.runtime.ray import RuntimeSetupError
+    from cluster.scenario.load import load_scenario
+    from cluster.scenario.spec import ScenarioError
+    from cluster.scenario.world import build_world, run_world
+
     try:
         loaded = load_scenario(args.scenario)
         sc = loaded.scenario
@@ -98,6 +100,9 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
 
 def _run_mirrored(world: World, args: argparse.Namespace, on_done: Any) -> tuple[RunResult, Any]:
     """The Local runtime with every KV batch also published on real sockets (one PUB per rank)."""
+    from cluster.plane.messages import KvBatchMsg
+    from cluster.runtime.local import run_local
+    from cluster.scenario.spec import ScenarioError
     from cluster.wire.mirror import KvZmqMirror
 
     slots = [(r.worker_id, r.dp_rank) for r in world.setup.ranks]

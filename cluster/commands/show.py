@@ -18,17 +18,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from pydantic import TypeAdapter, ValidationError
-
-from cluster.hardware.accelerator import format_slot, resource_slots
-from cluster.hardware.catalog import summarize_validation_error
-from cluster.hardware.node import Node, load_node
-from cluster.hardware.sizes import format_binary_size
-from cluster.hardware.virtualization import VirtualizationConfig
-
-_ADAPTER: TypeAdapter[VirtualizationConfig] = TypeAdapter(VirtualizationConfig)
+if TYPE_CHECKING:
+    from cluster.hardware.node import Node
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -44,6 +37,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _override(args: argparse.Namespace, node: Node) -> Node:
+    from pydantic import TypeAdapter, ValidationError
+
+    from cluster.hardware.catalog import summarize_validation_error
+    from cluster.hardware.node import Node
+    from cluster.hardware.virtualization import VirtualizationConfig
+
     if not args.mode and not args.set:
         return node
     raw: dict[str, object] = {"mode": args.mode or node.mode.mode}
@@ -53,7 +52,7 @@ def _override(args: argparse.Namespace, node: Node) -> Node:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         raw[key.strip()] = [v.strip() for v in value.split(",")] if "," in value or key == "profiles" else value
     try:
-        cfg = _ADAPTER.validate_python(raw)
+        cfg: VirtualizationConfig = TypeAdapter(VirtualizationConfig).validate_python(raw)
     except ValidationError as exc:
         raise ValueError(f"--set: {summarize_validation_error(exc)}") from exc
     return Node.build(node.name, node.acc, cfg)
@@ -61,6 +60,9 @@ def _override(args: argparse.Namespace, node: Node) -> Node:
 
 def render(node: Node, out: TextIO) -> None:
     """Write one node as a table."""
+    from cluster.hardware.accelerator import format_slot, resource_slots
+    from cluster.hardware.sizes import format_binary_size
+
     slots = resource_slots(node.acc)
     shown = ", ".join(f"{k}={format_slot(node.acc, k, v)}" for k, v in slots.items())
     out.write(f"node {node.name}  mode={node.mode.mode}  status={node.status}  slots: {shown}\n")
@@ -84,6 +86,8 @@ def render(node: Node, out: TextIO) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     """Handler of `cluster show`; returns the exit status."""
+    from cluster.hardware.node import load_node
+
     for path in args.files:
         try:
             node = _override(args, load_node(path))

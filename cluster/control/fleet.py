@@ -21,12 +21,11 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.engine.config import EngineConfig
 from actors.engine.records import FailureReason
 from cluster.control.router_host import RouterHost
-from cluster.hardware.virtualization import VGpu
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import CONTROL_ADDR, Topic, WorkerDownMsg
 from cluster.plane.ranks import (
@@ -40,6 +39,9 @@ from cluster.plane.ranks import (
     rank_addr,
 )
 from cluster.sim.clock import EventLoop, Priority
+
+if TYPE_CHECKING:
+    from cluster.hardware.virtualization import VGpu
 
 _ACTION_KEY = 1 << 41
 """Loop keys of fleet actions (CONTROL priority) sort after node-side CONTROL events of an instant."""

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.hardware.catalog import GpuSpec
+if TYPE_CHECKING:
+    from cluster.hardware.catalog import GpuSpec
+
 
 Isolation = Literal["exclusive", "mig", "time-sliced"]
 ModeName = Literal["default", "mig", "hami-core", "cambricon-dynamic-smlu", "cambricon-env-share", "fractional"]

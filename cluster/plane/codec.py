@@ -12,7 +12,6 @@ from dataclasses import asdict, fields
 from enum import IntEnum
 from typing import Any
 
-import msgpack
 from pydantic import TypeAdapter, ValidationError
 
 from actors.engine.events import KvCleared, KvEvent, KvEventData, KvRemoved, KvStored, LoadMetrics
@@ -202,6 +201,8 @@ def _msg_in(raw: list[Any], trusted: bool = True) -> Message:
 
 def encode(envelopes: list[Envelope]) -> bytes:
     """Envelopes as one msgpack payload (order preserved)."""
+    import msgpack  # only runtimes that carry envelopes between processes need it
+
     data: bytes = msgpack.packb(
         [[e.t_arrive, e.key, e.dst, _TOPIC_INDEX[e.topic], _msg_out(e.msg)] for e in envelopes],
         use_bin_type=True,
@@ -232,6 +233,8 @@ def decode(payload: bytes, validate: bool = False) -> list[Envelope]:
     Raises:
         DecodeError: malformed payload (one line naming the problem).
     """
+    import msgpack
+
     try:
         rows = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         out = [Envelope(t, key, dst, _TOPICS[topic], _msg_in(m, not validate)) for t, key, dst, topic, m in rows]

@@ -22,8 +22,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-import msgpack
-
 from actors.engine.events import KvEvent
 from actors.engine.records import GapLog, RequestRecord
 from cluster.control.host import ControlHost
@@ -132,6 +130,8 @@ class Shard:
     def step(self, payload: bytes) -> bytes:
         """One window of a remote node shard: inject the inbound envelopes, process every event
         before the horizon, reply with the outbox, the next event time and the response bound."""
+        import msgpack  # windows cross processes only on the Ray runtime
+
         horizon_ms, inbound = msgpack.unpackb(payload)
         horizon_ms = math.inf if horizon_ms is None else horizon_ms
         if inbound:
@@ -165,11 +165,15 @@ def _finite(x: float) -> float | None:
 
 def encode_step(horizon_ms: float, inbound: list[Envelope]) -> bytes:
     """The coordinator's step payload for `Shard.step`."""
+    import msgpack
+
     data: bytes = msgpack.packb([_finite(horizon_ms), encode(inbound) if inbound else b""], use_bin_type=True)
     return data
 
 
 def decode_reply(payload: bytes) -> tuple[list[Envelope], float, float]:
     """`(outbox, next event ms, response bound ms)` of a `Shard.step` reply (inf: none)."""
+    import msgpack
+
     out, nxt, bound = msgpack.unpackb(payload)
     return (decode(out) if out else []), (math.inf if nxt is None else nxt), (math.inf if bound is None else bound)

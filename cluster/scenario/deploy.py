@@ -17,19 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.engine.config import EngineConfig, ExternalTimingConfig, InterpolatedTimingConfig, RooflineTimingConfig
 from actors.engine.timing.models import TimingModel
 from cluster.control.fleet import WorkerInfo
-from cluster.hardware.catalog import default_catalog
-from cluster.hardware.devicemap import DeviceMapError, auto_device_map, num_gpu_blocks
-from cluster.hardware.models import ModelArch, get_model
-from cluster.hardware.node import Node, VGpuRequest
-from cluster.hardware.placement import Placer
-from cluster.hardware.roofline import timing_and_blocks_for, whole_card_vgpu
-from cluster.hardware.virtualization import VGpu
 from cluster.plane.ranks import RankSpec
+
+if TYPE_CHECKING:  # the hardware rooms load only when a cluster or a roofline model needs them
+    from cluster.hardware.models import ModelArch
+    from cluster.hardware.node import Node
+    from cluster.hardware.placement import Placer
+    from cluster.hardware.virtualization import VGpu
 from cluster.scenario.load import LoadedScenario
 from cluster.scenario.spec import DeploymentSpec
 
@@ -47,6 +46,8 @@ class RankContext:
 
 
 def _roofline(ctx: RankContext) -> tuple[TimingModel, int]:
+    from cluster.hardware.roofline import timing_and_blocks_for
+
     e = ctx.engine
     return timing_and_blocks_for(ctx.model, ctx.vgpu, e.block_size_tokens, max_seq_len=e.max_model_len or 4096,
                                  tp_size=ctx.tp_size)
@@ -64,7 +65,11 @@ class WorkerBuilder:
         self.loaded = loaded
         self._token_ids = emit_kv_token_ids
         self.abstract = loaded.scenario.cluster is None
-        self.placer = Placer(nodes)
+        self.placer: Placer | None = None
+        if not self.abstract:
+            from cluster.hardware.placement import Placer
+
+            self.placer = Placer(nodes)
         self._groups: dict[tuple[str, int], int] = {}
         self._engines = [self._resolved(k, d) for k, d in enumerate(loaded.scenario.deployments)]
         self._index = {d.name: k for k, d in enumerate(loaded.scenario.deployments)}
@@ -74,15 +79,19 @@ class WorkerBuilder:
                 self._model(engine)
             except (KeyError, ValueError) as exc:
                 raise loaded.error(f"deployments.{k}.engine.timing_model.model", str(exc).strip('"')) from None
-            if isinstance(t, RooflineTimingConfig) and t.gpu is not None and default_catalog().find(t.gpu) is None:
-                raise loaded.error(f"deployments.{k}.engine.timing_model.gpu",
-                                   f"unknown GPU {t.gpu!r}; known: {', '.join(sorted(default_catalog().gpu))}")
+            if isinstance(t, RooflineTimingConfig) and t.gpu is not None:
+                from cluster.hardware.catalog import default_catalog
+
+                if default_catalog().find(t.gpu) is None:
+                    raise loaded.error(f"deployments.{k}.engine.timing_model.gpu",
+                                       f"unknown GPU {t.gpu!r}; known: {', '.join(sorted(default_catalog().gpu))}")
 
     def deployment_index(self, name: str) -> int | None:
         return self._index.get(name)
 
     def free(self, name: str, now_ms: float) -> None:
-        self.placer.free(name, now_ms)
+        if self.placer is not None:
+            self.placer.free(name, now_ms)
 
     def _resolved(self, k: int, dep: DeploymentSpec) -> EngineConfig:
         """The deployment's engine config with its table paths resolved against the scenario."""
@@ -104,7 +113,11 @@ class WorkerBuilder:
     def _model(self, engine: EngineConfig) -> ModelArch | None:
         t = engine.timing_model
         name = t.model if isinstance(t, RooflineTimingConfig) and t.model is not None else self.loaded.scenario.model
-        return get_model(name) if name is not None else None
+        if name is None:
+            return None
+        from cluster.hardware.models import get_model
+
+        return get_model(name)
 
     def build(self, k: int, worker_id: int, name: str, first_gidx: int) -> WorkerInfo | None:
         """Place worker `name` of deployment `k`; None when no node has room for it."""
@@ -116,6 +129,9 @@ class WorkerBuilder:
             rank_nodes = [f"gpu-{worker_id}"] * dep.dp_size
             num_gpus = dep.tp_size
         else:
+            from cluster.hardware.node import VGpuRequest
+
+            assert self.placer is not None
             req = VGpuRequest(profile=dep.vgpu.profile, memory_bytes=int(dep.vgpu.memory_gib * GIB),
                               sm_fraction=dep.vgpu.sm_fraction)
             placed = self.placer.place(name, req, tp_size=dep.tp_size, dp_size=dep.dp_size, policy=dep.placement)
@@ -147,6 +163,9 @@ class WorkerBuilder:
     def _rank_timings(self, k: int, dep: DeploymentSpec, base: EngineConfig, rank_vgpus: list[VGpu | None],
                       ) -> tuple[list[TimingModel | None], list[int]]:
         """Per rank, its hardware timing model (None: the engine builds it), and the derived KV blocks."""
+        from cluster.hardware.devicemap import DeviceMapError
+        from cluster.hardware.roofline import whole_card_vgpu
+
         t = base.timing_model
         hardware = HARDWARE_TIMINGS.get(t.type)
         model = self._model(base)
@@ -183,6 +202,9 @@ def _sizes(dep: DeploymentSpec, base: EngineConfig, num_gpu_blocks: int | None, 
 
 
 def _kv_blocks(model: ModelArch, vgpu: VGpu, engine: EngineConfig, tp: int) -> int:
+    from cluster.hardware.catalog import default_catalog
+    from cluster.hardware.devicemap import auto_device_map, num_gpu_blocks
+
     cpu = default_catalog().cpu
     dmap = auto_device_map(model, [vgpu.memory_bytes], cpu.memory_bytes, engine.max_model_len or 4096, 1, tp)
     return num_gpu_blocks(dmap, model, engine.block_size_tokens, cpu.memory_bytes)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from actors.engine.config import TIMING_TYPES, describe_validation_error
@@ -61,6 +60,8 @@ _UNION_TAGS = frozenset({
 
 def load_scenario(path: str | Path) -> LoadedScenario:
     """Read and validate a scenario file; raise ScenarioError naming the file and field."""
+    import yaml
+
     p = Path(path)
     try:
         text = p.read_text()
@@ -91,6 +92,8 @@ def dump_scenario(scenario: Scenario, path: str | Path) -> None:
 
     Fields at their defaults are left out, so the file shows what was chosen.
     """
+    import yaml
+
     data = scenario.model_dump(mode="json", exclude_defaults=True)
     data = {"name": scenario.name, **data}  # always first, even at its default
     text = "# Written by clustersim; run it with: clustersim run <this file>\n" + yaml.safe_dump(

@@ -18,21 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pydantic import TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Literal
 
 from actors.engine.records import FailureReason, RequestRecord
 from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
 from cluster.control.host import ControlHost
-from cluster.hardware.accelerator import AcceleratorFile, read_toml
-from cluster.hardware.catalog import summarize_validation_error
-from cluster.hardware.models import get_model
-from cluster.hardware.node import Node
-from cluster.hardware.virtualization import VirtualizationConfig, VirtualizationError
 from cluster.plane.links import Partition
 from cluster.plane.ranks import RankKill, RankSpec
-from cluster.runtime.ray import Channel, run
 from cluster.runtime.setup import SimulationSetup
 from cluster.runtime.shard import RunResult
 from cluster.scenario.deploy import WorkerBuilder
@@ -43,7 +35,9 @@ from cluster.workload.load import LoadedWorkload, load_workload
 from cluster.workload.model import Workload, WorkloadError
 from router.router import KvRouter
 
-_VIRT: TypeAdapter[VirtualizationConfig] = TypeAdapter(VirtualizationConfig)
+if TYPE_CHECKING:  # the hardware rooms and Ray load only when a cluster or the Ray runtime needs them
+    from cluster.hardware.node import Node
+    from cluster.runtime.ray import Channel
 
 __all__ = ["World", "WorkerInfo", "build_world", "check_prompts_fit", "run_world"]
 
@@ -72,6 +66,14 @@ def _build_nodes(loaded: LoadedScenario) -> list[Node]:
     cluster = loaded.scenario.cluster
     if cluster is None:
         return nodes
+    from pydantic import TypeAdapter, ValidationError
+
+    from cluster.hardware.accelerator import AcceleratorFile, read_toml
+    from cluster.hardware.catalog import summarize_validation_error
+    from cluster.hardware.node import Node
+    from cluster.hardware.virtualization import VirtualizationConfig, VirtualizationError
+
+    virt: TypeAdapter[VirtualizationConfig] = TypeAdapter(VirtualizationConfig)
     for k, group in enumerate(cluster.nodes):
         where = f"cluster.nodes.{k}"
         path = loaded.resolve(group.accelerator, f"{where}.accelerator")
@@ -82,7 +84,7 @@ def _build_nodes(loaded: LoadedScenario) -> list[Node]:
             acc = AcceleratorFile.model_validate(raw)
             cfg = group.virtualization
             if cfg is None and file_virt is not None:
-                cfg = _VIRT.validate_python(file_virt)
+                cfg = virt.validate_python(file_virt)
         except ValidationError as exc:
             raise loaded.error(f"{where}.accelerator ({path})", summarize_validation_error(exc)) from None
         except ValueError as exc:
@@ -179,6 +181,8 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
     """
     sc = loaded.scenario
     if sc.model is not None:
+        from cluster.hardware.models import get_model
+
         try:
             get_model(sc.model)
         except (KeyError, ValueError) as exc:
@@ -229,5 +233,7 @@ def run_world(world: World, runtime: Literal["local", "ray"] = "local", shards: 
               channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
     """Run a world on the Local runtime or sharded over Ray actors (every node of the cluster is
     given to a shard, so workers added during the run can land anywhere)."""
+    from cluster.runtime.ray import run
+
     return run(world.setup, world.node_of_rank, runtime, shards, on_done=on_done, address=address, channel=channel,
                nodes=[n.name for n in world.nodes])
