@@ -4,15 +4,16 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not soak"
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $@
+	@echo "Installing clustersim and its dev tools into $(VENV) (first run only)..."
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[dev]'
+	@touch $@
 
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/clustersim replay --num-workers 4 --report-json out/demo-report.json
+	@$(VENV)/bin/clustersim replay --num-workers 4 --report-json out/demo-report.json
 
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-cache

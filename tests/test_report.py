@@ -247,7 +247,8 @@ def test_table_layout() -> None:
     ]
     assert _cells(text, "Request Count") == ["2", *["N/A"] * 6]
     assert "Prefix Cache Reused Ratio: 0.46" in lines  # 790 / 1700
-    assert "Wall Time (ms): 1,234.50" in lines
+    assert "Wall Time (ms, wall clock): 1,234.50" in lines
+    assert any(line.startswith("Duration (ms, simulated): ") for line in lines)
     assert len({len(line) for line in lines[1:12]}) == 1  # box lines all the same width
 
 

@@ -27,9 +27,9 @@ _SINGLE_ROWS = (
 _TRAILER = (
     ("Prefix Cache Reused Ratio", "prefix_cache_reused_ratio"),
     ("First Admission Prefix Cache Reused Ratio", "first_admission_prefix_cache_reused_ratio"),
-    ("Duration (ms)", "duration_ms"),
+    ("Duration (ms, simulated)", "duration_ms"),
     ("GPU Hours", "gpu_hours"),
-    ("Wall Time (ms)", "wall_time_ms"),
+    ("Wall Time (ms, wall clock)", "wall_time_ms"),
     ("Goodput (requests/sec)", "goodput_request_throughput_rps"),
 )
 
