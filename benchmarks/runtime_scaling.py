@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from cluster.report.build import build_report
+from cluster.runner import run_world
 from cluster.scenario.load import load_scenario
-from cluster.scenario.world import build_world, run_world
+from cluster.scenario.world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 MOONCAKE = ROOT / "configs" / "scenarios" / "mooncake-kv16.yaml"

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 
 from cluster.report.build import build_report
+from cluster.runner import run_world
 from cluster.scenario.load import load_scenario
-from cluster.scenario.world import World, build_world, run_world
+from cluster.scenario.world import World, build_world
 
 BASE: dict[str, Any] = {
     "name": "tiny",

@@ -48,10 +48,11 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
     from cluster.report.build import build_report
     from cluster.report.outputs import write_per_request_jsonl, write_report_json
     from cluster.report.table import format_table, simulated_tokens_per_wall_s
+    from cluster.runner import run_world
     from cluster.runtime.ray import RuntimeSetupError
     from cluster.scenario.load import load_scenario
     from cluster.scenario.spec import ScenarioError
-    from cluster.scenario.world import build_world, run_world
+    from cluster.scenario.world import build_world
 
     try:
         loaded = load_scenario(args.scenario)

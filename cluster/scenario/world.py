@@ -16,17 +16,14 @@ The result is deterministic: same scenario, same world (names, ids, placement, s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from actors.engine.records import FailureReason, RequestRecord
+from actors.engine.records import FailureReason
 from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
-from cluster.control.host import ControlHost
 from cluster.plane.links import Partition
 from cluster.plane.ranks import RankKill, RankSpec
 from cluster.runtime.setup import SimulationSetup
-from cluster.runtime.shard import RunResult
 from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
 from cluster.scenario.spec import AddWorkersEvent, KillNodeFault, KillWorkerFault, PartitionFault
@@ -35,11 +32,10 @@ from cluster.workload.load import LoadedWorkload, load_workload
 from cluster.workload.model import Workload, WorkloadError
 from router.router import KvRouter
 
-if TYPE_CHECKING:  # the hardware rooms and Ray load only when a cluster or the Ray runtime needs them
+if TYPE_CHECKING:  # the hardware rooms load only when a cluster needs them
     from cluster.hardware.node import Node
-    from cluster.runtime.ray import Channel
 
-__all__ = ["World", "WorkerInfo", "build_world", "check_prompts_fit", "run_world"]
+__all__ = ["World", "WorkerInfo", "build_world", "check_prompts_fit"]
 
 
 @dataclass
@@ -227,13 +223,3 @@ def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[Ra
                     f"{turn.input_length} input tokens = {need} blocks of {bs}, but the largest rank has "
                     f"num_gpu_blocks {largest}"))
 
-
-def run_world(world: World, runtime: Literal["local", "ray"] = "local", shards: int = 1, *,
-              on_done: Callable[[RequestRecord], None] | None = None, address: str | None = None,
-              channel: Channel = "zmq") -> tuple[RunResult, ControlHost]:
-    """Run a world on the Local runtime or sharded over Ray actors (every node of the cluster is
-    given to a shard, so workers added during the run can land anywhere)."""
-    from cluster.runtime.ray import run
-
-    return run(world.setup, world.node_of_rank, runtime, shards, on_done=on_done, address=address, channel=channel,
-               nodes=[n.name for n in world.nodes])
