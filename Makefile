@@ -19,10 +19,13 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+soak: $(VENV)/.installed
+	$(PY) -m pytest -q -m soak
+
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/replay_speed.py
 
-.PHONY: install demo test typecheck bench
+.PHONY: install demo test soak typecheck bench

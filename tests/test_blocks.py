@@ -204,3 +204,16 @@ TestPoolMachine.settings = settings(max_examples=150, stateful_step_count=40, de
 def test_pool_rejects_nonpositive_capacity() -> None:
     with pytest.raises(ValueError, match="num_blocks"):
         BlockPool(0)
+
+
+def test_a_request_releases_its_blocks_tail_first() -> None:
+    """Releasing a request's blocks puts its suffix at the LRU head: evicted before the prefix it shares."""
+    pool = BlockPool(8)
+    assert pool.ensure_free(3)
+    cids: list[int] = []
+    pool.cache_run([11, 12, 13], 0, 3, cids)
+    pool.release_many(cids)
+    assert [pool.hash_of(c) for c in pool.lru_order()] == [13, 12, 11]
+    assert pool.ensure_free(6)  # 5 free: evicts one inactive copy, the suffix
+    assert pool.pending == [KvRemoved((13,))]
+    assert pool.lookup_prefix([11, 12, 13], 3) == 2

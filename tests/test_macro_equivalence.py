@@ -140,3 +140,71 @@ def test_crossing_passes_are_the_passes_of_boundary_crossings(computed0: list[in
     last = first + span - 1
     expected = sorted({j for j, _ in boundary_crossings(computed0, block_size, first, last)})
     assert crossing_passes(computed0, block_size, first, last).tolist() == expected
+
+
+# ---- integer times: messages and kills that land exactly on pass ends ------------------------------
+
+int_request_st = st.tuples(
+    st.integers(0, 150),                         # arrival, whole ms
+    st.integers(1, 400),                         # input tokens
+    st.integers(2, 60),                          # output tokens
+    st.integers(0, 2),                           # prefix family
+    st.integers(0, 6),                           # shared blocks of the family
+)
+
+
+@st.composite
+def integer_case(draw: st.DrawFn) -> dict[str, Any]:
+    """Fixed whole-millisecond pass times and whole-millisecond arrivals: many arrivals coincide with
+    a pass end inside a decode run, where an off-by-one in cutting the run would show."""
+    reqs = draw(st.lists(int_request_st, min_size=2, max_size=10))
+    specs = []
+    next_id = 20_000
+    for t, isl, osl, family, shared in reqs:
+        n_ids = -(-isl // 64)
+        ids = [family * 100 + j for j in range(min(shared, n_ids))]
+        ids += list(range(next_id, next_id + n_ids - len(ids)))
+        next_id += n_ids
+        specs.append((float(t), isl, osl, ids))
+    engine = {
+        "block_size": draw(st.sampled_from([4, 16])),
+        "num_gpu_blocks": draw(st.integers(40, 400)),
+        "max_num_seqs": draw(st.integers(1, 6)),
+        "max_num_batched_tokens": draw(st.sampled_from([64, 256, 8192])),
+        "timing_model": {"type": "fixed", "prefill_ms": draw(st.sampled_from([3.0, 5.0, 8.0])),
+                         "decode_ms": draw(st.sampled_from([1.0, 2.0]))},
+    }
+    return {"specs": specs, "engine": engine, "num_workers": draw(st.integers(1, 2))}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(integer_case())
+def test_arrivals_on_exact_pass_ends_are_the_same_macro_stepped(case: dict[str, Any]) -> None:
+    kwargs = dict(num_workers=case["num_workers"], engine=case["engine"], collect_kv_events=True)
+    assert_equivalent(replay(case["specs"], macro_step=True, **kwargs),
+                      replay(case["specs"], macro_step=False, **kwargs))
+
+
+def _killed_run(specs: list[Any], engine: dict[str, Any], kill_ms: int, macro_step: bool) -> SimulationResult:
+    from cluster.runtime.local import run_local
+    from cluster.scenario.load import LoadedScenario
+    from cluster.scenario.spec import Scenario
+    from cluster.scenario.world import build_world
+    from tests.engine_helpers import workload
+
+    sc = Scenario.model_validate({
+        "name": "kill", "deployments": [{"name": "agg", "replicas": 2, "engine": engine}],
+        "router": {"mode": "round_robin"}, "faults": [{"at_s": kill_ms / 1000.0, "kill_worker": "agg-0"}]})
+    world = build_world(LoadedScenario(sc), macro_step=macro_step, collect_kv_events=True, workload=workload(specs),
+                        refuse_unfit=False)
+    return run_local(world.setup)[0]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(integer_case(), st.integers(1, 120))
+def test_a_kill_on_an_exact_pass_end_is_the_same_macro_stepped(case: dict[str, Any], kill_ms: int) -> None:
+    """A kill at time t comes before the passes ending at t (CONTROL before FINISH): their tokens are lost."""
+    macro = _killed_run(case["specs"], case["engine"], kill_ms, True)
+    single = _killed_run(case["specs"], case["engine"], kill_ms, False)
+    assert_equivalent(macro, single)
+    assert [r.reason for r in macro.records] == [r.reason for r in single.records]

@@ -131,8 +131,8 @@ def test_module_entry_point_runs() -> None:
     assert "Request Count" in proc.stdout
 
 
-@pytest.mark.skipif(not TRACE_DIR.is_dir(), reason="../shared/traces not present")
 def test_real_mooncake_trace_head_replays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert TRACE_DIR.is_dir(), f"{TRACE_DIR} is missing: the tests need the repository's sibling shared/"
     head = tmp_path / "head.jsonl"
     with open(TRACE_DIR / "mooncake_conversation_trace.jsonl") as src:
         head.write_text("".join(next(src) for _ in range(300)))

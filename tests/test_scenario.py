@@ -145,8 +145,11 @@ def test_ray_runtime_refuses_a_zero_latency_plane(tmp_path: Path) -> None:
         run_ray(world.setup, world.node_of_rank, 2)
 
 
-def test_shipped_scenarios_load_and_build() -> None:
-    for path in sorted(Path("configs/scenarios").glob("*.yaml")):
+def test_shipped_scenarios_load_and_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # from any directory: paths resolve next to the scenario, then the source tree
+    paths = sorted((Path(__file__).resolve().parent.parent / "configs" / "scenarios").glob("*.yaml"))
+    assert len(paths) >= 3
+    for path in paths:
         loaded = load_scenario(path)
         if loaded.scenario.name.startswith("scale"):
             continue  # 1,000 workers: built by the benchmark

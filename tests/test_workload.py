@@ -13,7 +13,8 @@ from cluster.workload.model import Session, Turn, Workload, WorkloadError
 from cluster.workload.mooncake import load_mooncake
 from cluster.workload.synthetic import SyntheticSpec, prefix_hash_id, synthesize
 
-REAL_TRACE = Path("/work/shared/traces/mooncake_conversation_trace.jsonl")
+REAL_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
+"""The repository's sibling `shared/` (CI always has it)."""
 
 
 def _write(tmp_path: Path, rows: list[object] | str) -> Path:

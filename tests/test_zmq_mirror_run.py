@@ -37,7 +37,7 @@ def test_subscribers_of_a_mirrored_run_rebuild_every_rank_cache(tmp_path: Path) 
             published = {slot: mirror.publisher(slot).next_seq for slot in slots}
             caches: dict[tuple[int, int], set[int]] = {slot: set() for slot in slots}
             wire_stored: list[KvStored] = []
-            deadline = time.monotonic() + 10.0
+            deadline = time.monotonic() + 60.0  # only a failing run waits this long
             for slot, sub in subs.items():
                 # Late joiners miss the first batches: a later batch reveals the gap and replay fills it.
                 while sub.next_seq < published[slot] and time.monotonic() < deadline:

@@ -24,7 +24,9 @@ from cluster.wire.zmq_publisher import ZmqKvPublisher
 from cluster.wire.zmq_subscriber import ReceivedBatch, ZmqKvSubscriber
 
 LOOPBACK = "tcp://127.0.0.1:0"
-DEADLINE_S = 2.0
+DEADLINE_S = 30.0
+"""Only a failing test waits this long: every wait ends as soon as its condition holds (a loaded CI
+machine can take seconds to deliver a loopback frame; a 2 s deadline flaked)."""
 def stored_with_tokens(hashes: tuple[int, ...], token_ids: tuple[int, ...]) -> KvStored:
     return KvStored(None, hashes, (0,) * len(hashes), token_ids)
 
