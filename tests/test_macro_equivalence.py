@@ -54,18 +54,23 @@ request_st = st.tuples(
 )
 
 
-@st.composite
-def scenario(draw: st.DrawFn) -> dict[str, Any]:
-    block_size = draw(st.sampled_from([4, 16, 64]))
-    reqs = draw(st.lists(request_st, min_size=1, max_size=14))
+def _specs(reqs: list[tuple[float, int, int, int, int]], first_id: int) -> list[tuple[float, int, int, list[int]]]:
+    """Request specs: each prompt starts with `shared` blocks of its prefix family, then unique ids."""
     specs = []
-    next_id = 10_000
-    for k, (t, isl, osl, family, shared) in enumerate(reqs):
+    next_id = first_id
+    for t, isl, osl, family, shared in reqs:
         n_ids = -(-isl // 64)
         ids = [family * 100 + j for j in range(min(shared, n_ids))]
         ids += list(range(next_id, next_id + n_ids - len(ids)))
         next_id += n_ids
-        specs.append((t, isl, osl, ids))
+        specs.append((float(t), isl, osl, ids))
+    return specs
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> dict[str, Any]:
+    block_size = draw(st.sampled_from([4, 16, 64]))
+    specs = _specs(draw(st.lists(request_st, min_size=1, max_size=14)), 10_000)
     engine = {
         "block_size": block_size,
         "num_gpu_blocks": draw(st.integers(12, 400)) * (64 // block_size),
@@ -157,15 +162,7 @@ int_request_st = st.tuples(
 def integer_case(draw: st.DrawFn) -> dict[str, Any]:
     """Fixed whole-millisecond pass times and whole-millisecond arrivals: many arrivals coincide with
     a pass end inside a decode run, where an off-by-one in cutting the run would show."""
-    reqs = draw(st.lists(int_request_st, min_size=2, max_size=10))
-    specs = []
-    next_id = 20_000
-    for t, isl, osl, family, shared in reqs:
-        n_ids = -(-isl // 64)
-        ids = [family * 100 + j for j in range(min(shared, n_ids))]
-        ids += list(range(next_id, next_id + n_ids - len(ids)))
-        next_id += n_ids
-        specs.append((float(t), isl, osl, ids))
+    specs = _specs(draw(st.lists(int_request_st, min_size=2, max_size=10)), 20_000)
     engine = {
         "block_size": draw(st.sampled_from([4, 16])),
         "num_gpu_blocks": draw(st.integers(40, 400)),
