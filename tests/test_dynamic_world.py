@@ -100,8 +100,24 @@ def test_a_node_kill_also_hits_workers_added_there_later(tmp_path: Path) -> None
     on_n2 = [v for v in w.values() if "n-2" in v["nodes"]]
     assert any(v["started_ms"] == 5000.0 for v in on_n2)
     assert all(v["state"] == "failed" and v["stopped_ms"] == 30_000.0 for v in on_n2)
+    assert report["faults"][0]["workers"] == sorted((v["name"] for v in on_n2), key=lambda n: w[n]["worker_id"])
     assert report["faults"][0]["requests_failed"] == sum(
         1 for r in report["_records"] if r.terminal_status is TerminalStatus.FAILED)
+
+
+def test_a_worker_killed_while_it_starts_never_serves_and_nothing_is_lost(tmp_path: Path) -> None:
+    # agg-2 and agg-3 start at 10 s and would be ready at ~13 s; n-2 dies at 11 s, under one of them.
+    sc = _dynamic(faults=[{"at_s": 11, "kill_node": "n-2"}])
+    report = run_report(tmp_path, sc)
+    w = _workers(report)
+    starting = [v for v in w.values() if v["started_ms"] == 10_000.0 and "n-2" in v["nodes"]]
+    assert starting and all(v["state"] == "failed" and v["ready_ms"] is None for v in starting)
+    assert all(v["completed_requests"] == 0 and v["stopped_ms"] == 11_000.0 for v in starting)
+    assert report["faults"][0]["workers"] == [v["name"] for v in starting]
+    assert [e for e in report["fleet_events"] if e["kind"] == "worker_failed"] == [
+        {"at_ms": 11_000.5, "kind": "worker_failed", "worker": v["name"], "failed_ms": 11_000.0,
+         "reason": "worker_killed", "cause": "faults.0"} for v in starting]
+    assert len(report["_records"]) == 300 == report["requests"]["completed"]  # it was never sent any
 
 
 def test_the_control_api_adds_and_removes_during_a_run(tmp_path: Path) -> None:

@@ -134,6 +134,8 @@ class WorkerLife:
     started_ms: float
     ready_ms: float | None = None
     stopped_ms: float | None = None
+    failed_by: str | None = None
+    """The fault (`faults.<k>`) that killed it, when one did."""
     ready_ranks: set[int] = field(default_factory=set)
     stopped_ranks: set[int] = field(default_factory=set)
 
@@ -274,7 +276,10 @@ class Fleet:
     def on_down(self, now: float, msg: WorkerDownMsg) -> None:
         life = self.lives[msg.worker_id]
         if life.state not in ("stopped", "failed"):
+            life.failed_by = msg.cause
             self._end(now, life, "failed", msg.t_ms)
+            self._log(now, "worker_failed", worker=life.info.name, failed_ms=msg.t_ms, reason=msg.reason.value,
+                      cause=msg.cause)
 
     def _end(self, now: float, life: WorkerLife, state: str, t_ms: float) -> None:
         life.state = state

@@ -194,9 +194,9 @@ class RouterHost:
         self.subscriber.on_replay(reply)
 
     def on_worker_down(self, now: float, msg: WorkerDownMsg) -> None:
-        g = self._gidx[(msg.worker_id, msg.dp_rank)]
-        if g in self._down:
-            return
+        g = self._gidx.get((msg.worker_id, msg.dp_rank))
+        if g is None or g in self._down:
+            return  # never routable (it died while starting), or already gone
         # A worker with one rank down serves nothing: all its ranks leave routing.
         self.remove_worker(now, msg.worker_id)
 

@@ -196,6 +196,7 @@ class NodeHost:
         self._rearm(h)
         if refused is not None:
             self._respond(now, h, refused)
+            self._stop_if_drained(now, h)  # it may have been the last request a draining rank waited for
             return
         if self.options.publish_metrics:
             self._publish_metrics(now, h)
@@ -249,6 +250,8 @@ class NodeHost:
         self._rearm(h)
         if self._contention:
             self._contention.update(h.spec.gidx, now)
+        if not h.rank.busy:  # a begin that only refused requests may have emptied a draining rank
+            self._stop_if_drained(now, h)
 
     def _on_due(self, now: float, arg: tuple[Hosted, int]) -> None:
         h, token = arg
@@ -306,7 +309,8 @@ class NodeHost:
             self._kill_rank(now, h, kill.reason, kill.detail, kill.cause)
             rank = h.rank
             self.plane.send(Topic.CONTROL, h.addr, CONTROL_ADDR,
-                            WorkerDownMsg(rank.worker_id, rank.dp_rank, now, kill.reason, kill.detail), now)
+                            WorkerDownMsg(rank.worker_id, rank.dp_rank, now, kill.reason, kill.detail, kill.cause),
+                            now)
             if self._contention:
                 self._contention.update(h.spec.gidx, now)
 

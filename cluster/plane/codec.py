@@ -137,7 +137,8 @@ def _msg_out(msg: Message) -> list[Any]:
         return [Kind.REPLAY_REPLY, msg.worker_id, msg.dp_rank, msg.from_seq,
                 [_batch_out(b) for b in msg.batches], snap_raw]
     if isinstance(msg, WorkerDownMsg):
-        return [Kind.WORKER_DOWN, msg.worker_id, msg.dp_rank, msg.t_ms, msg.reason.value, msg.detail]
+        return [Kind.WORKER_DOWN, msg.worker_id, msg.dp_rank, msg.t_ms, msg.reason.value, msg.detail,
+                msg.cause]
     if isinstance(msg, ShutdownMsg):
         return [Kind.SHUTDOWN, msg.t_ms]
     if isinstance(msg, StartRankMsg):
@@ -178,8 +179,8 @@ def _msg_in(raw: list[Any], trusted: bool = True) -> Message:
         snap = None if snap_raw is None else KvSnapshot(tuple(snap_raw[0]), snap_raw[1], snap_raw[2])
         return ReplayReplyMsg(w, r, from_seq, tuple(_batch_in(b) for b in batches), snap)
     if kind == Kind.WORKER_DOWN:
-        w, r, t_ms, reason, detail = rest
-        return WorkerDownMsg(w, r, t_ms, FailureReason(reason), detail)
+        w, r, t_ms, reason, detail, cause = rest
+        return WorkerDownMsg(w, r, t_ms, FailureReason(reason), detail, cause)
     if kind == Kind.SHUTDOWN:
         return ShutdownMsg(*rest)
     if kind == Kind.START_RANK:

@@ -173,6 +173,8 @@ class WorkerDownMsg:
     t_ms: float
     reason: FailureReason
     detail: str
+    cause: str | None = None
+    """The fault's id (`faults.<k>`) when a scheduled fault killed it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,9 +162,15 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         })
     statuses = Counter(r.terminal_status.value for r in records)
     failed_by_cause = Counter(r.cause for r in records if r.terminal_status is TerminalStatus.FAILED)
+    killed: dict[str, list[str]] = {}  # a kill also hits workers added after the run began
+    for _, life in sorted(fleet.lives.items()):
+        if life.failed_by is not None:
+            killed.setdefault(life.failed_by, []).append(life.info.name)
     faults = []
     for f in world.faults:
         entry = {k: v for k, v in f.items() if k != "id"}
+        if f["kind"] != "partition":
+            entry["workers"] = killed.get(str(f["id"]), [])
         entry["requests_failed"] = failed_by_cause.get(str(f["id"]), 0)
         faults.append(entry)
     kv = control.router.kv_router

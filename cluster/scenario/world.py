@@ -148,15 +148,13 @@ def _faults(loaded: LoadedScenario, workers: list[WorkerInfo], node_of_rank: lis
             ws = [w for w in workers if w.name == f.kill_worker]
             kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
                                   f"worker {f.kill_worker} killed", cause, k))
-            listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker,
-                           "workers": [w.name for w in ws], "id": cause})
+            listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker, "id": cause})
         elif isinstance(f, KillNodeFault):
             # A worker with any rank on the node dies whole: its other ranks cannot serve alone.
             ws = [w for w in workers if any(node_of_rank[g] == f.kill_node for g in w.gidxs)]
             kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
                                   f"node {f.kill_node} killed", cause, k))
-            listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "workers": [w.name for w in ws],
-                           "id": cause})
+            listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "id": cause})
         else:
             assert isinstance(f, PartitionFault)
             names = set(f.partition.nodes)
