@@ -163,12 +163,14 @@ class WorkerBuilder:
     def _rank_timings(self, k: int, dep: DeploymentSpec, base: EngineConfig, rank_vgpus: list[VGpu | None],
                       ) -> tuple[list[TimingModel | None], list[int]]:
         """Per rank, its hardware timing model (None: the engine builds it), and the derived KV blocks."""
-        from cluster.hardware.devicemap import DeviceMapError
-        from cluster.hardware.roofline import whole_card_vgpu
-
         t = base.timing_model
         hardware = HARDWARE_TIMINGS.get(t.type)
         model = self._model(base)
+        if hardware is None and model is None:  # the engine times itself, and nothing sizes its KV cache
+            return [None] * len(rank_vgpus), []
+        from cluster.hardware.devicemap import DeviceMapError
+        from cluster.hardware.roofline import whole_card_vgpu
+
         timings: list[TimingModel | None] = []
         blocks: list[int] = []
         for vg in rank_vgpus:
