@@ -82,9 +82,6 @@ class FakeRank:
         return RankOutput(finished=[Finished(r, TerminalStatus.FAILED, EngineRecord(end_ms=now_ms), reason, detail)
                                     for r in lost], kv_events=self.kv_at_kill)
 
-    def drain(self) -> None:
-        self.log.append(("drain", 0.0, None))
-
     def take_kv_events(self) -> list[KvEvent]:
         out, self.stamped = self.stamped, []
         return out

@@ -13,7 +13,8 @@ A host drives a rank on its event loop with these calls, each taking the simulat
 - `interrupt(now)`: the rank's speed changed (busy co-tenants): cut a decode run after the pass
   in progress, so later passes are timed anew.
 - `kill(now)`: the rank dies; every request on it fails.
-- `drain()`: accept what was already sent, then stop; `is_idle` says when it has finished.
+A host drains a rank itself (it stops sending, and the rank is done once `is_idle`): a rank
+cannot know what is still on its way to it.
 `begin`, `advance` and `kill` hand back a `RankOutput`: first tokens, finished requests, the KV
 events stamped since the last output, and whether the load metrics changed. Nothing else of a
 rank (queues, KV cache, decode runs) is visible outside `actors/engine/`.
@@ -107,8 +108,6 @@ class EngineRank(Protocol):
     def interrupt(self, now_ms: float) -> None: ...
 
     def kill(self, now_ms: float, reason: FailureReason, detail: str) -> RankOutput: ...
-
-    def drain(self) -> None: ...
 
     def take_kv_events(self) -> list[KvEvent]:
         """Stamped events not yet handed out (before a snapshot, or at the end of a run)."""

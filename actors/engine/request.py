@@ -45,7 +45,7 @@ class EngineRequest:
     __slots__ = (
         "request_id", "record", "prompt_len", "max_output", "generated", "computed", "in_decode",
         "block_ids", "num_private", "hashes", "locals", "hash_ids", "trace_block_size",
-        "salt", "last_token_ms", "prompt_full_blocks",
+        "last_token_ms",
     )
 
     def __init__(self, request: RankRequest, hasher: PromptHasher) -> None:
@@ -62,14 +62,12 @@ class EngineRequest:
         """Private blocks after them: the partial tail, or every block when prefix caching is off."""
         self.hash_ids = request.hash_ids
         self.trace_block_size = request.trace_block_size
-        self.salt = request.request_id
         self.last_token_ms = 0.0
         given = request.prompt_hashes
         if given is None:
             self.hashes, self.locals = hasher.hash_prompt(request.hash_ids, self.prompt_len)
         else:
             self.hashes, self.locals = list(given[0]), list(given[1])
-        self.prompt_full_blocks = len(self.hashes)
 
     @property
     def seq_len(self) -> int:
@@ -87,7 +85,7 @@ class EngineRequest:
             offset = start - (start // tbs) * tbs
             parts.append(tokens[offset:offset + split - start])
         if end > split:
-            parts.append(generated_token_ids(self.salt, split - self.prompt_len, end - self.prompt_len))
+            parts.append(generated_token_ids(self.request_id, split - self.prompt_len, end - self.prompt_len))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def ensure_hashes(self, num_blocks: int, block_size: int) -> None:

@@ -45,7 +45,10 @@ class KvCache(Protocol):
         """Blocks an allocation may take: free capacity plus evictable inactive copies."""
         ...
 
-    def prefix_hit(self, req: EngineRequest, limit: int) -> tuple[int, int]: ...
+    def prefix_hit(self, req: EngineRequest, limit: int) -> tuple[int, int]:
+        """(full blocks of the first `limit` served from the cache, how many of those are active);
+        (0, 0) without prefix caching."""
+        ...
 
     def touch_prefix(self, req: EngineRequest, num_blocks: int) -> None: ...
 
@@ -91,6 +94,10 @@ class PagedKvCache:
         return self.pool.num_allocatable
 
     def prefix_hit(self, req: EngineRequest, limit: int) -> tuple[int, int]:
+        if not self.caching:  # nothing is ever cached: skip hashing the prompt
+            return 0, 0
+        if len(req.hashes) < limit:
+            req.ensure_hashes(limit, self.block_size)
         pool = self.pool
         cached = pool.lookup_prefix(req.hashes, limit)
         return cached, (pool.count_active_prefix(req.hashes, cached) if cached else 0)

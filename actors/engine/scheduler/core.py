@@ -1,7 +1,7 @@
 """The rank core: one DP rank's lifecycle on a virtual clock, behind the `EngineRank` protocol.
 
 The core owns what every engine policy shares: the pass or decode run in flight, token
-emission, completions, KV event stamping and the rank's lifecycle (submit, kill, drain).
+emission, completions, KV event stamping and the rank's lifecycle (submit, kill).
 What one pass schedules is the policy's (`actors.engine.scheduler.policy`), over the KV
 cache interface (`actors.engine.kv.cache`).
 
@@ -25,10 +25,10 @@ from actors.engine.events import KvEvent, KvEventData, LoadMetrics
 from actors.engine.hashing import PromptHashers
 from actors.engine.kv.cache import KvCache, PagedKvCache
 from actors.engine.protocol import Finished, FirstToken, RankCounters, RankOutput
-from actors.engine.records import FailureReason, GapLog, TerminalStatus
+from actors.engine.records import EngineRecord, FailureReason, GapLog, TerminalStatus
 from actors.engine.request import EngineRequest, RankRequest
 from actors.engine.scheduler.macro import DecodeRun, boundary_crossings, crossing_passes, plan_decode_run
-from actors.engine.scheduler.policy import SchedulerPolicy, policy_for
+from actors.engine.scheduler.policy import policy_for
 from actors.engine.scheduler.state import RankState, Scheduled
 from actors.engine.timing.models import TimingModel
 from actors.engine.timing.scaled import PassTiming
@@ -49,8 +49,6 @@ class RankCore:
         macro_step: bool = True,
         emit_events: bool = True,
         publish_ticks: bool = False,
-        policy: SchedulerPolicy | None = None,
-        kv: KvCache | None = None,
     ) -> None:
         """`emit_events`: stamp KV events at all (someone publishes or collects them);
         `publish_ticks`: make `next_due_ms` stop at a decode run's cache-changing passes."""
@@ -61,10 +59,9 @@ class RankCore:
         self._dp_rank = dp_rank
         self.macro_step = macro_step
         self.block_size = config.block_size_tokens
-        self.policy = policy if policy is not None else policy_for(config.backend)
+        self.policy = policy_for(config.backend)
         self._hasher_pool = hashers
-        self._new_kv = kv is None
-        self.state = RankState(config, kv if kv is not None else self._fresh_kv())
+        self.state = RankState(config, self._fresh_kv())
         self.emits = emit_events and config.enable_prefix_caching and ROLE_TRAITS[config.worker_type].publishes_kv
         self.publish_ticks = publish_ticks and self.emits
         self._events: list[KvEvent] = []
@@ -76,8 +73,6 @@ class RankCore:
         self._ticks: list[int] = []
         self._tick_i = 0
         self._counters_at_begin = (0, 0)
-        self.alive = True
-        self.draining = False
 
     def _fresh_kv(self) -> KvCache:
         cfg = self.config
@@ -105,18 +100,14 @@ class RankCore:
         st = self.state
         return self.busy_until is None and not st.running and not st.waiting
 
-    def drain(self) -> None:
-        self.draining = True
-
     # ---- arrivals -----------------------------------------------------------------------------
     def submit(self, request: RankRequest, now_ms: float) -> Finished | None:
-        req = EngineRequest(request, self._hasher_pool.get(self.block_size, request.trace_block_size))
         self.interrupt(now_ms)
-        refusal = self.policy.refuse(self.state, req.prompt_len)
-        if refusal is not None:
-            req.record.end_ms = now_ms
-            return Finished(req.request_id, TerminalStatus.REJECTED, req.record, *refusal)
-        self.state.waiting.append(req)
+        refusal = self.policy.refuse(self.state, request.input_length)
+        if refusal is not None:  # refused before its prompt is hashed
+            return Finished(request.request_id, TerminalStatus.REJECTED, EngineRecord(end_ms=now_ms), *refusal)
+        hasher = self._hasher_pool.get(self.block_size, request.trace_block_size)
+        self.state.waiting.append(EngineRequest(request, hasher))
         return None
 
     # ---- forming a pass -------------------------------------------------------------------------
@@ -128,7 +119,7 @@ class RankCore:
         if st.running or st.waiting:
             self._form(now_ms)
         out = RankOutput(finished=self._take_rejected(now_ms))
-        out.kv_events = self._take_events()
+        out.kv_events = self.take_kv_events()
         return out
 
     def _form(self, now: float) -> None:
@@ -177,10 +168,7 @@ class RankCore:
         st = self.state
         if not st.rejected:
             return []
-        out = []
-        for req, reason, detail in st.rejected:
-            req.record.end_ms = now
-            out.append(Finished(req.request_id, TerminalStatus.REJECTED, req.record, reason, detail))
+        out = [_end(req, TerminalStatus.REJECTED, now, reason, detail) for req, reason, detail in st.rejected]
         st.rejected = []
         return out
 
@@ -200,7 +188,7 @@ class RankCore:
             j = self._ticks[self._tick_i]
             self._tick_i += 1
             self._materialize(j)
-            return RankOutput(kv_events=self._take_events())
+            return RankOutput(kv_events=self.take_kv_events())
         return self._finish(now_ms)
 
     def _finish(self, now: float) -> RankOutput:
@@ -230,7 +218,7 @@ class RankCore:
         st = self.state
         out.load_changed = bool(out.first_tokens or done) or (
             self._counters_at_begin != (st.num_admissions, st.preemptions_total))
-        out.kv_events = self._take_events()
+        out.kv_events = self.take_kv_events()
         return out
 
     def _at_max_len(self, req: EngineRequest) -> bool:
@@ -254,8 +242,7 @@ class RankCore:
         st = self.state
         st.kv.free(req)
         st.running.remove(req)
-        req.record.end_ms = now
-        return Finished(req.request_id, TerminalStatus.COMPLETED, req.record)
+        return _end(req, TerminalStatus.COMPLETED, now)
 
     # ---- KV events --------------------------------------------------------------------------------
     def _stamp(self, data: list[KvEventData], t_ms: float) -> None:
@@ -268,12 +255,9 @@ class RankCore:
             eid += 1
         self.next_event_id = eid
 
-    def _take_events(self) -> list[KvEvent]:
+    def take_kv_events(self) -> list[KvEvent]:
         out, self._events = self._events, []
         return out
-
-    def take_kv_events(self) -> list[KvEvent]:
-        return self._take_events()
 
     # ---- decode runs ------------------------------------------------------------------------------
     def _materialize(self, upto: int) -> None:
@@ -339,20 +323,16 @@ class RankCore:
         if run is not None:
             # Pass by pass, the pass in progress was counted when it started; count it here too.
             st.num_passes += run.passes_started_before(now_ms) - run.done
-        out = RankOutput(kv_events=self._take_events())
-        victims = sorted({id(r): r for r in [*st.running, *st.waiting]}.values(), key=lambda r: r.request_id)
-        for req in victims:
-            req.record.end_ms = now_ms
-            out.finished.append(Finished(req.request_id, TerminalStatus.FAILED, req.record, reason, detail))
+        out = RankOutput(kv_events=self.take_kv_events())
+        for req in sorted([*st.running, *st.waiting], key=lambda r: r.request_id):  # never in both
+            out.finished.append(_end(req, TerminalStatus.FAILED, now_ms, reason, detail))
         st.running.clear()
         st.waiting.clear()
         self._run = None
         self._pass = []
         self._pass_events = []
         self.busy_until = None
-        self.alive = False
-        if self._new_kv:
-            st.kv = self._fresh_kv()
+        st.kv = self._fresh_kv()
         return out
 
     # ---- observation ------------------------------------------------------------------------------
@@ -374,8 +354,16 @@ class RankCore:
         return RankCounters(st.num_passes, st.preemptions_total, st.committed_prefill_tokens, st.num_admissions)
 
     def check_invariants(self) -> None:
-        """The KV cache's invariants, and that every running request holds its blocks."""
+        """The KV cache's invariants; no request is both running and waiting; a decode run is in
+        flight only while the rank is busy."""
         st = self.state
         st.kv.check_invariants()
         assert not (set(map(id, st.running)) & set(map(id, st.waiting))), "a request is both running and waiting"
         assert self._run is None or self.busy_until is not None
+
+
+def _end(req: EngineRequest, status: TerminalStatus, now: float, reason: FailureReason | None = None,
+         detail: str | None = None) -> Finished:
+    """The request ends at `now`: the one place the engine writes a record's `end_ms`."""
+    req.record.end_ms = now
+    return Finished(req.request_id, status, req.record, reason, detail)

@@ -19,8 +19,6 @@ from actors.engine.scheduler.vllm import VllmPolicy
 class SchedulerPolicy(Protocol):
     """What the rank core asks of a scheduling policy."""
 
-    name: str
-
     def refuse(self, st: RankState, prompt_len: int) -> tuple[FailureReason, str] | None:
         """Why a prompt can never run on this rank (checked on arrival), or None."""
         ...

@@ -33,7 +33,7 @@ class Rejection(NamedTuple):
 class RankState:
     """Queues (`waiting` FCFS, `running` in admission order), the KV cache and the counters."""
 
-    __slots__ = ("config", "kv", "block_size", "budget", "caching", "chunked", "waiting", "running",
+    __slots__ = ("config", "kv", "block_size", "budget", "chunked", "waiting", "running",
                  "rejected", "preemptions_total", "num_admissions", "committed_prefill_tokens", "num_passes")
 
     def __init__(self, config: EngineConfig, kv: KvCache) -> None:
@@ -41,7 +41,6 @@ class RankState:
         self.kv = kv
         self.block_size = config.block_size_tokens
         self.budget = config.max_num_batched_tokens or UNBOUNDED
-        self.caching = config.enable_prefix_caching
         self.chunked = config.enable_chunked_prefill
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []

@@ -26,8 +26,6 @@ Verdict = Literal["admit", "wait", "reject"]
 class VllmPolicy:
     """Running first, then FCFS admission with head-of-line blocking; LIFO/FIFO preemption."""
 
-    name = "vllm"
-
     def refuse(self, st: RankState, prompt_len: int) -> tuple[FailureReason, str] | None:
         """Why a prompt can never run on this rank, or None."""
         cfg = st.config
@@ -100,13 +98,8 @@ class VllmPolicy:
         capacity = st.config.num_gpu_blocks
         if total_blocks > capacity:
             return "reject", 0, 0
-        cached_blocks = active_prefix = 0
-        if st.caching:
-            full = seq // bs
-            if len(req.hashes) < full:
-                req.ensure_hashes(full, bs)
-            # at least one token is recomputed
-            cached_blocks, active_prefix = st.kv.prefix_hit(req, min(full, (seq - 1) // bs))
+        # at least one token is recomputed
+        cached_blocks, active_prefix = st.kv.prefix_hit(req, (seq - 1) // bs)
         if total_blocks - active_prefix > capacity - st.kv.num_active:
             return "wait", 0, 0
         cached = cached_blocks * bs
