@@ -144,7 +144,10 @@ def test_the_control_api_adds_and_removes_during_a_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_changing_world_is_byte_identical_on_local_and_ray(ray_head: dict[str, str], tmp_path: Path) -> None:
-    path = write(tmp_path, _dynamic())
+    # Control messages (start, drain, stop) travel faster than requests: the conservative windows
+    # must be bounded by them too.
+    plane = {"latency_ms": 50.0, "links": {"control": {"latency": {"dist": "constant", "ms": 0.1}}}}
+    path = write(tmp_path, _dynamic(event_plane=plane))
     outs = []
     for name, flags in (("local", []), ("ray", ["--runtime", "ray", "--shards", "2"])):
         out = tmp_path / name

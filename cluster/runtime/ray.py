@@ -39,7 +39,7 @@ from cluster.runtime.setup import SimulationSetup
 from cluster.runtime.shard import NodeShardResult, RunResult, Shard, decode_reply, encode_step
 
 Channel = Literal["zmq", "ray"]
-REQUEST_TOPICS = (Topic.REQUESTS, Topic.KV_REPLAY)
+REQUEST_TOPICS = (Topic.REQUESTS, Topic.KV_REPLAY, Topic.CONTROL)  # control -> rank: start, drain, stop, shutdown
 RESPONSE_TOPICS = (Topic.RESPONSES, Topic.KV_EVENTS, Topic.METRICS, Topic.KV_REPLAY, Topic.CONTROL)
 
 
