@@ -176,6 +176,7 @@ def test_round_robin_goes_over_the_slots_and_only_kv_mode_keeps_history() -> Non
     for r in records:
         host.route(1.0, r, (1, 2, 3, 4))
     assert calls.sent == [(1.0, 0, 0), (1.0, 1, 1), (1.0, 2, 2), (1.0, 3, 0)]
+    assert [(r.worker_id, r.dp_rank) for r in records] == [(0, 0), (1, 0), (2, 0), (0, 0)]  # the routing fields
     assert all(r.routing_history == [] for r in records) and not host.keeps_history
     host, calls, _ = router([(0, 0), (1, 0)], mode="kv")
     r = rec(0)
@@ -220,8 +221,8 @@ def test_a_removed_or_downed_worker_is_forgotten() -> None:
     assert host.kv_router.workers() == [(0, 0), (0, 1)]
     route(host, 6.0, 0, 1, 2)
     assert [g for _, _, g in calls.sent] == [0, 1, 0]
-    host.on_worker_down(7.0, WorkerDownMsg(0, 1, 7.0, KILLED, "boom"))  # one rank down: the whole worker
-    host.on_worker_down(8.0, WorkerDownMsg(0, 0, 8.0, KILLED, "boom"))  # already gone: nothing
+    host.remove_worker(7.0, 0)  # every rank of the worker
+    host.remove_worker(8.0, 0)  # already gone: nothing
     assert host.kv_router.workers() == []
     for w, r in ((1, 0), (0, 1)):  # deaf to their streams: nothing applied, no replay asked
         host.on_kv_batch(9.0, KvBatchMsg(w, r, 3, 9.0, (kv_event(w, 3, 0),)))
@@ -230,7 +231,7 @@ def test_a_removed_or_downed_worker_is_forgotten() -> None:
 
 def test_a_worker_killed_while_starting_is_ignored_by_the_router() -> None:
     host, calls, _ = router([(0, 0)])
-    host.on_worker_down(3.0, WorkerDownMsg(7, 0, 3.0, KILLED, "boom"))  # worker 7 never reported ready
+    host.remove_worker(3.0, 7)  # worker 7 never reported ready
     route(host, 4.0, 0)
     assert host.kv_router.workers() == [(0, 0)] and calls.sent == [(4.0, 0, 0)]
 
@@ -279,7 +280,7 @@ def test_messages_are_dispatched_by_type() -> None:
     k, ft, c, lm, rr, wd, ready, stopped = SAMPLES
     assert log == [("rt.on_kv_batch", (2.0, k)), ("fe.on_first_token", (2.0, ft)), ("rt.on_first_token", (2.0, 3)),
                    ("fe.on_completion", (2.0, c)), ("rt.on_complete", (2.0, 3)), ("rt.on_metrics", (2.0, lm)),
-                   ("rt.on_replay", (2.0, rr)), ("rt.on_worker_down", (2.0, wd)), ("fl.on_down", (2.0, wd)),
+                   ("rt.on_replay", (2.0, rr)), ("fl.on_down", (2.0, wd)),
                    ("fl.on_ready", (2.0, ready)), ("fl.on_stopped", (2.0, stopped))]
 
 
@@ -312,11 +313,10 @@ def test_triggering_kinds_follow_the_configuration(kw: dict[str, Any], expected:
     assert control.reacts_to_stream == bool(expected & STREAM)
 
 
-def test_send_request_addresses_the_rank_and_stamps_the_record() -> None:
+def test_send_request_addresses_the_rank_the_router_chose() -> None:
     control, plane, _ = wired(ONE)
-    r = RequestRecord(9, "s0", 0, 16, 4, 1.0, dispatched_ms=1.5)
+    r = RequestRecord(9, "s0", 0, 16, 4, 1.0, dispatched_ms=1.5, worker_id=2, dp_rank=1)  # as the router wrote it
     control.send_request(7.0, r, (5, 6), 3, ((11,), (12,)))
-    assert (r.worker_id, r.dp_rank) == (2, 1)
     assert plane.out == [(Topic.REQUESTS, 0, 4, RequestMsg(9, 2, 1, 16, 4, (5, 6), TBS, 1.5, (11,), (12,)), 7.0)]
 
 

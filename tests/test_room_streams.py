@@ -64,7 +64,7 @@ def test_a_replay_sends_buffered_batches_or_a_snapshot() -> None:
 
 def test_a_busy_rank_re_times_and_interrupts_its_co_tenants() -> None:
     rearmed: list[tuple[int, float]] = []
-    c = Contention(lambda rank, now: rearmed.append((rank.worker_id, now)))
+    c = Contention(lambda key, now: rearmed.append((key, now)))
     assert not c
     ranks = [FakeRank(i, 0) for i in range(4)]
     timings = [FakeTiming() for _ in ranks]

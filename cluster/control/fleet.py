@@ -12,7 +12,7 @@ for the planner, chaos tests and scheduled scenario events:
   with `drain` it finishes those already sent, else it stops at once and they fail
   (`worker_removed`). When every rank has stopped its vGPUs are free again.
 A fault that kills a worker ends its life too. Every worker is charged for its lifetime, from
-its placement to its stop (`lifetimes`); `actions` logs what was asked and what happened.
+its placement to its stop (`lives`); `actions` logs what was asked and what happened.
 Invariant: the router sends a request to a worker only between its ready and its removal.
 """
 
@@ -95,7 +95,12 @@ class FaultPlan:
     detail: str
 
     def hits(self, info: WorkerInfo) -> bool:
+        """A worker with any rank on the node dies whole: its other ranks cannot serve alone."""
         return self.worker == info.name or (self.node is not None and self.node in info.rank_nodes)
+
+    def kill(self, gidxs: tuple[int, ...]) -> RankKill:
+        """The kill of these ranks (the ranks of the workers it hits)."""
+        return RankKill(self.t_ms, gidxs, self.reason, self.detail, f"faults.{self.key}", self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +227,7 @@ class Fleet:
             return
         self._record(WorkerLife(info, "starting", now))
         startup_ms = (info.engine.startup_time or 0.0) * 1000.0
-        kills = tuple(RankKill(f.t_ms, info.gidxs, f.reason, f.detail, f"faults.{f.key}", f.key)
-                      for f in self.faults if f.t_ms > now and f.hits(info))
+        kills = tuple(f.kill(info.gidxs) for f in self.faults if f.t_ms > now and f.hits(info))
         for spec in info.ranks:
             start = StartRankMsg(_with_startup(spec, startup_ms), kills)
             self.plane.send(Topic.CONTROL, CONTROL_ADDR, spec.addr, start, now)
@@ -274,6 +278,7 @@ class Fleet:
             self._log(now, "worker_stopped", worker=life.info.name, stopped_ms=msg.t_ms)
 
     def on_down(self, now: float, msg: WorkerDownMsg) -> None:
+        """A rank died: its whole worker fails and leaves routing (its other ranks cannot serve alone)."""
         life = self.lives[msg.worker_id]
         if life.state not in ("stopped", "failed"):
             life.failed_by = msg.cause

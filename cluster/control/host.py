@@ -88,10 +88,10 @@ class ControlHost:
 
     def send_request(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], gidx: int,
                      hashes: PromptHashes) -> None:
-        w, r = self.router.slots[gidx]
-        record.worker_id, record.dp_rank = w, r
-        msg = RequestMsg(record.request_id, w, r, record.input_length, record.requested_output_length, hash_ids,
-                         self.frontend.workload.trace_block_size, record.dispatched_ms, hashes[0], hashes[1])
+        """Send `record` to the rank the router chose (it wrote the record's `worker_id`, `dp_rank`)."""
+        msg = RequestMsg(record.request_id, record.worker_id, record.dp_rank, record.input_length,
+                         record.requested_output_length, hash_ids, self.frontend.workload.trace_block_size,
+                         record.dispatched_ms, hashes[0], hashes[1])
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
 
     def _announce_shutdown(self, now: float) -> None:
@@ -115,8 +115,7 @@ class ControlHost:
             self.router.on_metrics(now, msg)
         elif isinstance(msg, ReplayReplyMsg):
             self.router.on_replay(now, msg)
-        elif isinstance(msg, WorkerDownMsg):
-            self.router.on_worker_down(now, msg)
+        elif isinstance(msg, WorkerDownMsg):  # the fleet takes the whole worker out of routing
             self.fleet.on_down(now, msg)
         elif isinstance(msg, RankReadyMsg):
             self.fleet.on_ready(now, msg)

@@ -29,7 +29,6 @@ from cluster.plane.messages import (
     ReplayReplyMsg,
     ReplayRequestMsg,
     Topic,
-    WorkerDownMsg,
     rank_addr,
 )
 from cluster.plane.recovery import KvSubscriber
@@ -145,6 +144,7 @@ class RouterHost:
                   d: RouteDecision) -> None:
         if self.keeps_history:
             record.routing_history.append(d.history_entry())
+        record.worker_id, record.dp_rank = d.worker_id, d.dp_rank
         g = self._gidx[(d.worker_id, d.dp_rank)]
         self._sent[g] = self._sent.get(g, 0) + 1
         self._send_request(now, record, hash_ids, g, hashes)
@@ -192,13 +192,6 @@ class RouterHost:
             return
         self._now = now
         self.subscriber.on_replay(reply)
-
-    def on_worker_down(self, now: float, msg: WorkerDownMsg) -> None:
-        g = self._gidx.get((msg.worker_id, msg.dp_rank))
-        if g is None or g in self._down:
-            return  # never routable (it died while starting), or already gone
-        # A worker with one rank down serves nothing: all its ranks leave routing.
-        self.remove_worker(now, msg.worker_id)
 
     def _apply_batch(self, batch: KvBatchMsg) -> None:
         self.kv_router.apply_events(batch.events, self._now)

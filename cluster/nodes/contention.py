@@ -24,9 +24,10 @@ class ContendedTiming(Protocol):
 
 
 class _Member:
-    __slots__ = ("rank", "timing", "core_limit", "busy")
+    __slots__ = ("key", "rank", "timing", "core_limit", "busy")
 
-    def __init__(self, rank: EngineRank, timing: ContendedTiming, core_limit: float) -> None:
+    def __init__(self, key: int, rank: EngineRank, timing: ContendedTiming, core_limit: float) -> None:
+        self.key = key
         self.rank = rank
         self.timing = timing
         self.core_limit = core_limit
@@ -34,9 +35,9 @@ class _Member:
 
 
 class Contention:
-    """Co-tenant groups of one host. `rearm(rank)` is called for each re-timed rank."""
+    """Co-tenant groups of one host. `rearm(key, now)` is called for each re-timed rank."""
 
-    def __init__(self, rearm: Callable[[EngineRank, float], None]) -> None:
+    def __init__(self, rearm: Callable[[int, float], None]) -> None:
         self._groups: dict[int, list[_Member]] = {}
         self._member: dict[int, tuple[_Member, list[_Member]]] = {}
         self._rearm = rearm
@@ -53,7 +54,7 @@ class Contention:
         if not isinstance(timing, ContendedTiming):
             raise ValueError(f"rank {key} shares a card but its timing model ignores contention")
         members = self._groups.setdefault(group, [])
-        member = _Member(rank, timing, core_limit)
+        member = _Member(key, rank, timing, core_limit)
         members.append(member)
         self._member[key] = (member, members)
 
@@ -72,4 +73,4 @@ class Contention:
                 continue
             other.timing.set_busy_cotenants([m.core_limit for m in members if m is not other and m.busy])
             other.rank.interrupt(now)
-            self._rearm(other.rank, now)
+            self._rearm(other.key, now)

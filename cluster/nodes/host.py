@@ -15,8 +15,8 @@
   "workload over"), so batches lost at the tail of a stream are noticed too;
 - faults: a killed rank fails its requests, drops its cache and announces `WorkerDownMsg`.
 
-Same-instant order: a rank's START and due events use its address as key, so the order never
-depends on which other ranks share the shard. `response_bound_ms()` is the earliest time this
+Same-instant order: a rank's START and due events use its global index as key, so the order
+never depends on which other ranks share the shard. `response_bound_ms()` is the earliest time this
 host could send a response (the Ray runtime's lookahead).
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from actors.engine.events import KvEvent
 from actors.engine.hashing import PromptHashers
-from actors.engine.protocol import EngineRank, Finished, RankOutput
+from actors.engine.protocol import Finished, RankOutput
 from actors.engine.rank import build_rank
 from actors.engine.records import EngineRecord, FailureReason, GapLog, TerminalStatus
 from actors.engine.request import RankRequest
@@ -76,7 +76,6 @@ class NodeHost:
         self._hosted: dict[int, Hosted] = {}
         """By address, in hosting order (heartbeats and results follow it)."""
         self._contention = Contention(self._rearm_rank)
-        self._by_rank: dict[int, Hosted] = {}
         self._response_times: list[float] = []
         """Times of queued events that may send a response (the lookahead)."""
         self._heartbeats_on = False
@@ -111,7 +110,6 @@ class NodeHost:
                           tap=self._tap)
         hosted = Hosted(spec, rank, stream, opts.heartbeat_count)
         self._hosted[spec.addr] = hosted
-        self._by_rank[id(rank)] = hosted
         self.plane.node_of[spec.addr] = spec.node
         if spec.cotenant_group is not None:
             self._contention.join(spec.gidx, spec.cotenant_group, rank, timing, spec.core_limit)
@@ -171,10 +169,7 @@ class NodeHost:
     def _stop_if_drained(self, now: float, h: Hosted) -> None:
         """A draining rank stops once every request sent to it arrived and finished."""
         if h.alive and h.ready and h.expected is not None and h.received >= h.expected and h.rank.is_idle:
-            h.alive = False
-            h.stopped_ms = now
-            h.due_token += 1
-            h.due_ms = h.end_ms = None
+            h.retire(now)
             self._stopped(now, h)
 
     def _stopped(self, now: float, h: Hosted) -> None:
@@ -236,8 +231,8 @@ class NodeHost:
         if due is not None:
             self.loop.schedule(due, Priority.FINISH, h.spec.gidx, self._on_due, (h, h.due_token))
 
-    def _rearm_rank(self, rank: EngineRank, now: float) -> None:
-        self._rearm(self._by_rank[id(rank)])
+    def _rearm_rank(self, gidx: int, now: float) -> None:
+        self._rearm(self._hosted[rank_addr(gidx)])
 
     def _on_begin(self, now: float, h: Hosted) -> None:
         h.begin_pending = False
@@ -286,7 +281,10 @@ class NodeHost:
         assert hb is not None
         keep = False
         for h in self._hosted.values():
-            if not h.alive or not h.ready:
+            if not h.alive:
+                continue
+            if not h.ready:  # a starting rank heart-beats once ready: keep the grid going
+                keep = True
                 continue
             if h.shut:
                 if h.hb_left <= 0:
@@ -294,7 +292,7 @@ class NodeHost:
                 h.hb_left -= 1
             self._publish_metrics(now, h)
             keep = keep or not h.shut or h.hb_left > 0
-        if keep or any(h.alive and not h.ready for h in self._hosted.values()):
+        if keep:
             self.loop.schedule(now + hb, Priority.CONTROL, -1, self._on_heartbeat)
         else:
             self._heartbeats_on = False
@@ -316,10 +314,7 @@ class NodeHost:
 
     def _kill_rank(self, now: float, h: Hosted, reason: FailureReason, detail: str, cause: str | None) -> None:
         """The rank dies now: its KV events so far leave, every request on it fails."""
-        h.alive = False
-        h.stopped_ms = now
-        h.due_token += 1
-        h.due_ms = h.end_ms = None
+        h.retire(now)
         out = h.rank.kill(now, reason, detail)
         h.stream.send(out.kv_events, now)
         for f in out.finished:

@@ -39,7 +39,7 @@ class RankStats:
     cached_blocks: list[int] = field(default_factory=list)
     """Hashes with a physical copy at the end (what a KV subscriber should know)."""
     stopped_ms: float | None = None
-    """When the rank stopped (killed); None: up at the end."""
+    """When the rank stopped (killed, drained or stopped); None: up at the end."""
 
 
 READY_KEY = 1 << 40
@@ -70,3 +70,10 @@ class Hosted:
         """Requests that reached it."""
         self.expected: int | None = None
         """Draining: the requests the router sent it before the drain; it stops once all are done."""
+
+    def retire(self, now: float) -> None:
+        """The rank is gone from `now` (killed, drained or stopped): no due event of it runs any more."""
+        self.alive = False
+        self.stopped_ms = now
+        self.due_token += 1
+        self.due_ms = self.end_ms = None

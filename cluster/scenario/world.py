@@ -111,19 +111,6 @@ def _place(loaded: LoadedScenario, builder: WorkerBuilder) -> list[WorkerInfo]:
     return workers
 
 
-def _fault_plans(loaded: LoadedScenario) -> tuple[FaultPlan, ...]:
-    """The kills as workers added during the run learn of them."""
-    plans = []
-    for k, f in enumerate(loaded.scenario.faults):
-        if isinstance(f, KillWorkerFault):
-            plans.append(FaultPlan(f.at_s * 1000.0, k, f.kill_worker, None, FailureReason.WORKER_KILLED,
-                                   f"worker {f.kill_worker} killed"))
-        elif isinstance(f, KillNodeFault):
-            plans.append(FaultPlan(f.at_s * 1000.0, k, None, f.kill_node, FailureReason.WORKER_KILLED,
-                                   f"node {f.kill_node} killed"))
-    return tuple(plans)
-
-
 def _actions(loaded: LoadedScenario) -> tuple[FleetAction, ...]:
     out = []
     for k, e in enumerate(loaded.scenario.events):
@@ -136,24 +123,22 @@ def _actions(loaded: LoadedScenario) -> tuple[FleetAction, ...]:
     return tuple(out)
 
 
-def _faults(loaded: LoadedScenario, workers: list[WorkerInfo], node_of_rank: list[str],
-            ) -> tuple[tuple[RankKill, ...], tuple[Partition, ...], list[dict[str, object]]]:
-    kills: list[RankKill] = []
+def _faults(loaded: LoadedScenario, workers: list[WorkerInfo]) -> tuple[
+        tuple[FaultPlan, ...], tuple[RankKill, ...], tuple[Partition, ...], list[dict[str, object]]]:
+    """The scenario's faults: kill plans (workers added during the run learn of them too), the
+    kills of the initial workers, partitions, and the report's list."""
+    plans: list[FaultPlan] = []
     partitions: list[Partition] = []
     listed: list[dict[str, object]] = []
     for k, f in enumerate(loaded.scenario.faults):
         t = f.at_s * 1000.0
         cause = f"faults.{k}"
         if isinstance(f, KillWorkerFault):
-            ws = [w for w in workers if w.name == f.kill_worker]
-            kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
-                                  f"worker {f.kill_worker} killed", cause, k))
+            plans.append(FaultPlan(t, k, f.kill_worker, None, FailureReason.WORKER_KILLED,
+                                   f"worker {f.kill_worker} killed"))
             listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker, "id": cause})
         elif isinstance(f, KillNodeFault):
-            # A worker with any rank on the node dies whole: its other ranks cannot serve alone.
-            ws = [w for w in workers if any(node_of_rank[g] == f.kill_node for g in w.gidxs)]
-            kills.append(RankKill(t, tuple(g for w in ws for g in w.gidxs), FailureReason.WORKER_KILLED,
-                                  f"node {f.kill_node} killed", cause, k))
+            plans.append(FaultPlan(t, k, None, f.kill_node, FailureReason.WORKER_KILLED, f"node {f.kill_node} killed"))
             listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "id": cause})
         else:
             assert isinstance(f, PartitionFault)
@@ -161,7 +146,8 @@ def _faults(loaded: LoadedScenario, workers: list[WorkerInfo], node_of_rank: lis
             partitions.append(Partition(t, t + f.partition.duration_s * 1000.0, nodes=frozenset(names)))
             listed.append({"at_ms": t, "kind": "partition", "target": sorted(names),
                            "until_ms": t + f.partition.duration_s * 1000.0, "id": cause})
-    return tuple(kills), tuple(partitions), listed
+    kills = tuple(p.kill(tuple(g for w in workers if p.hits(w) for g in w.gidxs)) for p in plans)
+    return tuple(plans), kills, tuple(partitions), listed
 
 
 def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_events: bool = False,
@@ -199,11 +185,11 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
     first = ranks[0].engine
     router_config = sc.router.router_config(first.max_num_batched_tokens)
     kv_router = KvRouter(router_config, block_size=first.block_size_tokens, seed=component_seed(sc.seed, "router"))
-    kills, partitions, listed = _faults(loaded, workers, node_of_rank)
+    plans, kills, partitions, listed = _faults(loaded, workers)
     setup = SimulationSetup(loaded_wl.workload, ranks, kv_router, seed=sc.seed, plane=sc.event_plane,
                             concurrency=sc.workload.concurrency, macro_step=macro_step,
                             collect_kv_events=collect_kv_events, kills=kills, partitions=partitions,
-                            mirror_kv=mirror_kv, workers=workers, source=builder, faults=_fault_plans(loaded),
+                            mirror_kv=mirror_kv, workers=workers, source=builder, faults=plans,
                             actions=_actions(loaded))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, builder, listed)
 
