@@ -122,11 +122,6 @@ class KvRouterConfig(BaseModel):
         return self
 
     @property
-    def needs_kv_events(self) -> bool:
-        """Whether routing reads the prefix index fed by KV events (kv mode with events on)."""
-        return self.use_kv_events and self.router_mode == "kv"
-
-    @property
     def event_lag_ms(self) -> float:
         """`kv_event_lag_ms` with None mapped to 0."""
         return self.kv_event_lag_ms or 0.0

@@ -66,11 +66,14 @@ class KvRouter:
         self.block_size = block_size
         self._rng = np.random.default_rng(seed)
         self._index = PrefixIndex()
-        # Only the kv selector reads active blocks; the other modes need request counts and prefill
-        # tokens, so they skip the per-block deduplication.
-        self._load = LoadTracker(block_size, config.router_assume_kv_reuse and config.router_mode == "kv")
+        selector = SELECTORS[config.router_mode]
+        self.reads_kv_state = selector.reads_kv_state
+        """Whether the mode reads the prefix index and active blocks (see `router.selection`)."""
+        # Modes that read no active blocks need request counts and prefill tokens only, so they
+        # skip the per-block deduplication.
+        self._load = LoadTracker(block_size, config.router_assume_kv_reuse and self.reads_kv_state)
         self._feed = EventFeed(self._index, config.event_lag_ms, config.use_kv_events)
-        self._selector = SELECTORS[config.router_mode](SelectorContext(config, block_size, self._load, self._rng))
+        self._selector = selector(SelectorContext(config, block_size, self._load, self._rng))
         self._dp_size: dict[int, int] = {}
         self._draining: set[int] = set()
         self._live = np.zeros(0, dtype=np.int64)
@@ -94,6 +97,11 @@ class KvRouter:
     def load(self) -> LoadTracker:
         """The load tracker (read-only use)."""
         return self._load
+
+    @property
+    def needs_kv_events(self) -> bool:
+        """Whether routing reads the prefix index fed by KV events (a mode that reads it, events on)."""
+        return self.config.use_kv_events and self.reads_kv_state
 
     def workers(self) -> list[tuple[int, int]]:
         """Registered (worker_id, dp_rank) slots, sorted."""

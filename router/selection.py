@@ -15,9 +15,9 @@ comes from the router's one seeded generator, over that fixed order.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -49,12 +49,20 @@ class SelectorContext:
 
 
 class Selector(Protocol):
+    reads_kv_state: ClassVar[bool]
+    """Whether the mode reads the prefix index and active blocks (so KV events, per-block load
+    and routing history are worth keeping)."""
+
+    def __init__(self, ctx: SelectorContext) -> None: ...
+
     def choose(self, c: Candidates) -> tuple[int, float]:
         """(index into `c.live`, cost)."""
         ...
 
 
 class KvSelector:
+    reads_kv_state: ClassVar[bool] = True
+
     def __init__(self, ctx: SelectorContext) -> None:
         cfg = ctx.config
         self._ctx = ctx
@@ -76,6 +84,8 @@ class KvSelector:
 
 
 class RoundRobinSelector:
+    reads_kv_state: ClassVar[bool] = False
+
     def __init__(self, ctx: SelectorContext) -> None:
         self._next = 0
 
@@ -86,6 +96,8 @@ class RoundRobinSelector:
 
 
 class RandomSelector:
+    reads_kv_state: ClassVar[bool] = False
+
     def __init__(self, ctx: SelectorContext) -> None:
         self._rng = ctx.rng
 
@@ -94,6 +106,8 @@ class RandomSelector:
 
 
 class LeastLoadedSelector:
+    reads_kv_state: ClassVar[bool] = False
+
     def __init__(self, ctx: SelectorContext) -> None:
         self._ctx = ctx
 
@@ -103,10 +117,10 @@ class LeastLoadedSelector:
         return pick_min(key, self._ctx.rng), math.nan
 
 
-SELECTORS: dict[RouterMode, Callable[[SelectorContext], Selector]] = {
+SELECTORS: dict[RouterMode, type[Selector]] = {
     "kv": KvSelector,
     "round_robin": RoundRobinSelector,
     "random": RandomSelector,
     "least_loaded": LeastLoadedSelector,
 }
-"""Router mode -> selector factory."""
+"""Router mode -> selector class."""

@@ -80,7 +80,7 @@ class RouterHost:
         self._down: set[int] = set()
         config = kv_router.config
         self.queueing = config.router_queue_threshold is not None
-        self.keeps_history = config.router_mode == "kv"
+        self.keeps_history = kv_router.reads_kv_state  # nothing reads other modes' history
         self.subscriber = KvSubscriber(recovery, self._apply_batch, self._resync, self._request_replay)
         kv_router.stop_gap_reports()
         self._now = 0.0
@@ -118,7 +118,7 @@ class RouterHost:
     @property
     def subscribes_kv(self) -> bool:
         """Whether ranks must publish KV events for this router."""
-        return self.kv_router.config.needs_kv_events
+        return self.kv_router.needs_kv_events
 
     @property
     def uses_load_metrics(self) -> bool:

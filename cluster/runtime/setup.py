@@ -70,7 +70,7 @@ class SimulationSetup:
 
     @property
     def subscribes_kv(self) -> bool:
-        return self.router.config.needs_kv_events
+        return self.router.needs_kv_events
 
     @property
     def uses_metrics(self) -> bool:
