@@ -2,7 +2,7 @@
 
 `replay_workload(workload, engine, num_workers, ...)` replays an in-memory `Workload` on
 identical workers on abstract GPUs, through the same front door as the command line: a
-scenario (`scenario_for`), the world builder, the Local runtime. It returns the run's
+scenario (`cluster.scenario.spec.replay_scenario`), the world builder, the Local runtime. It returns the run's
 `RunResult` (client records, inter-token gaps, per-rank counters, KV events when collected).
 Unlike the command line it runs prompts no rank can hold: the engine rejects them
 (`rejected_prompt_too_long`), which is what engine tests look at.
@@ -19,27 +19,9 @@ from actors.engine.records import RequestRecord
 from cluster.runtime.local import run_local
 from cluster.runtime.shard import RunResult
 from cluster.scenario.load import LoadedScenario
-from cluster.scenario.spec import Scenario
+from cluster.scenario.spec import replay_scenario
 from cluster.scenario.world import build_world
 from cluster.workload.model import Workload
-
-
-def scenario_for(engine: EngineConfig | Mapping[str, Any] | None = None, num_workers: int = 1, *,
-                 router: Mapping[str, Any] | None = None, concurrency: int | None = None,
-                 seed: int = 42) -> Scenario:
-    """The replay scenario: `num_workers` workers of `engine` on abstract GPUs, a zero-latency plane.
-
-    `router`: the scenario's `router:` (`{"mode": "kv", ...KvRouterConfig fields}`); round robin
-    when None.
-    """
-    cfg = engine if isinstance(engine, EngineConfig) else EngineConfig.model_validate(dict(engine or {}))
-    return Scenario.model_validate({
-        "name": "replay", "seed": seed,
-        "deployments": [{"name": "agg", "replicas": num_workers, "dp_size": cfg.dp_size,
-                         "tp_size": cfg.tensor_parallel_size, "engine": cfg.model_dump(exclude_unset=True)}],
-        "router": dict(router) if router is not None else {"mode": "round_robin"},
-        "workload": {"concurrency": concurrency},
-    })
 
 
 def replay_workload(workload: Workload, engine: EngineConfig | Mapping[str, Any] | None = None,
@@ -48,7 +30,9 @@ def replay_workload(workload: Workload, engine: EngineConfig | Mapping[str, Any]
                     collect_kv_events: bool = False,
                     on_done: Callable[[RequestRecord], None] | None = None) -> RunResult:
     """Replay `workload` offline (see the module docstring)."""
-    scenario = scenario_for(engine, num_workers, router=router, concurrency=concurrency, seed=seed)
+    cfg = engine if isinstance(engine, EngineConfig) else EngineConfig.model_validate(dict(engine or {}))
+    scenario = replay_scenario(cfg, num_workers, router=dict(router) if router is not None else None,
+                               workload={"concurrency": concurrency}, seed=seed)
     world = build_world(LoadedScenario(scenario), macro_step=macro_step, collect_kv_events=collect_kv_events,
                         workload=workload, refuse_unfit=False)
     result, _ = run_local(world.setup, on_done)

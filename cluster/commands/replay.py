@@ -116,7 +116,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
     from pydantic import ValidationError
 
     from actors.engine.config import describe_validation_error, parse_engine_args
-    from cluster.scenario.spec import Scenario
+    from cluster.scenario.spec import replay_scenario
     from router.config import KvRouterConfig
 
     if args.replay_mode != "offline":
@@ -139,17 +139,9 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
         import json
 
         router = {**json.loads(args.router_config or "{}"), "mode": "kv"}
-    raw = {
-        "name": "replay", "seed": args.seed,
-        "deployments": [{"name": "agg", "replicas": args.num_workers, "dp_size": engine.dp_size,
-                         "tp_size": engine.tensor_parallel_size,
-                         "engine": engine.model_dump(mode="json", exclude_unset=True)}],
-        "router": router,
-        "workload": _workload_fields(args, engine),
-        "outputs": {"dir": "out/replay"},
-    }
     try:
-        return Scenario.model_validate(raw)
+        return replay_scenario(engine, args.num_workers, router=router, workload=_workload_fields(args, engine),
+                               seed=args.seed, outputs={"dir": "out/replay"})
     except ValidationError as exc:
         raise ReplayError(describe_validation_error(exc, "replay")) from None
 

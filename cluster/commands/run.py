@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cluster.commands.replay import Progress
 
@@ -135,12 +135,3 @@ def _print_plane(report: dict[str, Any]) -> None:
           f"{sync['replay_requests']} replays, {sync['resyncs']} resyncs; router index vs caches: "
           f"{idx['ranks_diverged']} of {idx['ranks_checked']} ranks differ "
           f"({idx['blocks_missing']} missing, {idx['blocks_extra']} extra blocks)")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clustersim")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["run", *(argv or [])])
-    code: int = args.func(args)
-    return code

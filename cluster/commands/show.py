@@ -7,7 +7,7 @@ clustersim tables:
     name = "gpu-a"                 # default: the file stem
     [virtualization]
     mode = "mig"                   # default | mig | hami-core | cambricon-dynamic-smlu | cambricon-env-share | fractional
-    profiles = ["3g.40gb", "3g.40gb", "1g.10gb"]   # other keys per mode: see cluster/virtualization.py
+    profiles = ["3g.40gb", "3g.40gb", "1g.10gb"]   # other keys per mode: see cluster/hardware/virtualization.py
 
 Without `[virtualization]` the mode follows the file: MIG slices -> mig, fractional plugin_config ->
 fractional, else default. `--mode`/`--set key=value` override it from the command line.

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from typing import Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from cluster.hardware.accelerator import MockDevice, PluginConfig, device_share, share_to_spec
 from cluster.hardware.catalog import GpuSpec, default_catalog
 from cluster.hardware.mig import MigPlacement, place_or_raise
@@ -49,19 +51,19 @@ class Card:
     gpu: GpuSpec
 
 
-@dataclass(frozen=True, slots=True)
-class VGpuWant:
-    """What a worker needs from one vGPU (see `cluster.hardware.node.VGpuRequest`)."""
+class VGpuRequest(BaseModel):
+    """What a worker needs from one vGPU: a MIG profile, or minimum memory and SM fraction."""
 
-    profile: str | None
-    memory_bytes: int
-    sm_fraction: float
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    profile: str | None = None
+    memory_bytes: int = Field(default=0, ge=0)
+    sm_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class Inventory(Protocol):
     """One mode's vGPUs on one node."""
 
-    def allocate(self, want: VGpuWant, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None: ...
+    def allocate(self, want: VGpuRequest, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None: ...
 
     def release(self, vgpu_id: str) -> None: ...
 
@@ -92,7 +94,7 @@ class SlotInventory:
     def __init__(self, slots: list[_Slot]) -> None:
         self._slots = slots
 
-    def allocate(self, want: VGpuWant, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
+    def allocate(self, want: VGpuRequest, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
         free = [s for s in self._slots if s.holder is None and s.vgpu.card_index not in exclude
                 and (want.profile is None or s.vgpu.profile == want.profile
                      or (s.placement is not None and want.profile in s.placement.profile.aliases))
@@ -187,7 +189,7 @@ class HamiInventory:
         self._carved: list[_Carved] = []
         self._next_id = next_id
 
-    def allocate(self, want: VGpuWant, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
+    def allocate(self, want: VGpuRequest, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
         mem = math.ceil(want.memory_bytes / MIB)
         cores = math.ceil(want.sm_fraction * 100 - 1e-9)
         card = hami_pick_card([c for c in self._hami if c.index not in exclude], mem, cores,
@@ -245,7 +247,7 @@ class CarvedInventory:
         self._carved: list[_Carved] = []
         self._next_id = next_id
 
-    def _need(self, want: VGpuWant, card: Card) -> tuple[int, int]:
+    def _need(self, want: VGpuRequest, card: Card) -> tuple[int, int]:
         """(memory units, core units) a request takes on a card."""
         if self._kind == "frac":
             cfg = self._plugin
@@ -260,7 +262,7 @@ class CarvedInventory:
         mine = [d for d in self._carved if d.vgpu.card_index == card_index]
         return sum(d.mem_units for d in mine), sum(d.core_units for d in mine)
 
-    def allocate(self, want: VGpuWant, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
+    def allocate(self, want: VGpuRequest, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
         fits: list[tuple[int, int, int]] = []  # (free units, card, need)
         for card in self._cards:
             if card.index in exclude:
@@ -351,7 +353,7 @@ INVENTORIES: dict[str, InventoryFactory] = {
 class EmptyInventory:
     """No vGPUs (a node switching modes, or whose switch failed)."""
 
-    def allocate(self, want: VGpuWant, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
+    def allocate(self, want: VGpuRequest, worker: str, policy: Policy, exclude: frozenset[int]) -> VGpu | None:
         return None
 
     def release(self, vgpu_id: str) -> None:

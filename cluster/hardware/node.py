@@ -18,23 +18,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from cluster.hardware.accelerator import AcceleratorFile, load_accelerator, read_toml
+from cluster.hardware.accelerator import AcceleratorFile, read_toml
 from cluster.hardware.catalog import Catalog, default_catalog, summarize_validation_error
-from cluster.hardware.inventory import INVENTORIES, Card, EmptyInventory, Inventory, VGpuWant
+from cluster.hardware.inventory import INVENTORIES, Card, EmptyInventory, Inventory, VGpuRequest
 from cluster.hardware.mig import place_or_raise
 from cluster.hardware.virtualization import VGpu, VirtualizationConfig, VirtualizationError, check_supported
 
 NodeStatus = Literal["ready", "draining", "switching", "switch-failed"]
 _VIRT_ADAPTER: TypeAdapter[VirtualizationConfig] = TypeAdapter(VirtualizationConfig)
-
-
-class VGpuRequest(BaseModel):
-    """What a worker needs from one vGPU: a MIG profile, or minimum memory and SM fraction."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    profile: str | None = None
-    memory_bytes: int = Field(default=0, ge=0)
-    sm_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 @dataclass(slots=True)
@@ -143,8 +134,7 @@ class Node:
             return None
         if req.profile is not None and self.mode.mode != "mig":
             return None
-        return self._inventory.allocate(VGpuWant(req.profile, req.memory_bytes, req.sm_fraction), worker, policy,
-                                        exclude_cards)
+        return self._inventory.allocate(req, worker, policy, exclude_cards)
 
     def _next_id(self, card_index: int, kind: str) -> str:
         self._seq += 1
@@ -247,4 +237,4 @@ def load_node(path: str | Path, name: str | None = None) -> Node:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-__all__ = ["Node", "Card", "VGpuRequest", "NodeStatus", "load_node", "load_accelerator"]
+__all__ = ["Node", "Card", "VGpuRequest", "NodeStatus", "load_node"]

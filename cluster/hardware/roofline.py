@@ -180,7 +180,7 @@ def timing_and_blocks_for(model_name: str | ModelArch, vgpu: VGpu, block_size: i
 
 
 def whole_card_vgpu(gpu_key: str, node: str = "bench") -> VGpu:
-    """A whole, exclusive card of catalog model `gpu_key` (for benchmarks and tests)."""
+    """A whole, exclusive card of catalog model `gpu_key` (roofline timing on abstract GPUs, benchmarks)."""
     spec = default_catalog().get(gpu_key)
     return VGpu(f"{node}/0", node, 0, spec, spec.memory_bytes, 1.0, 1.0, "exclusive")
 

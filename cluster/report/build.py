@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from actors.engine.records import TerminalStatus
-from cluster.control.fleet import Fleet, WorkerLife
+from cluster.control.fleet import Fleet, WorkerInfo, WorkerLife
 from cluster.control.host import ControlHost
 from cluster.report.summary import WorkerLifetime, build_summary
 from cluster.runtime.shard import RunResult
@@ -78,10 +79,14 @@ def build_report(world: World, result: RunResult, control: ControlHost, layout: 
     return _scenario_report(world, result, control, options)
 
 
-def lifetimes(fleet: Fleet) -> list[WorkerLifetime]:
-    """When each worker held its GPUs: from its placement until it stopped (None: to the end)."""
-    return [WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus)
-            for _, life in sorted(fleet.lives.items())]
+def _lives(fleet: Fleet) -> list[WorkerLife]:
+    """Every worker that existed, in worker id order."""
+    return [life for _, life in sorted(fleet.lives.items())]
+
+
+def _lifetime(life: WorkerLife) -> WorkerLifetime:
+    """When the worker held its GPUs: from its placement until it stopped (None: to the end)."""
+    return WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus)
 
 
 def _summary(world: World, result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:
@@ -91,24 +96,26 @@ def _summary(world: World, result: RunResult, control: ControlHost, options: Rep
                          committed_prefill_tokens=sum(r.committed_prefill_tokens for r in result.ranks),
                          wall_time_ms=options.wall_time_ms, sla_ttft_ms=options.sla_ttft_ms,
                          sla_tpot_ms=options.sla_tpot_ms, sla_e2e_ms=options.sla_e2e_ms,
-                         lifetimes=lifetimes(control.fleet))
+                         lifetimes=[_lifetime(life) for life in _lives(control.fleet)])
 
 
-def _completed_by_worker(result: RunResult) -> Counter[int]:
-    return Counter(r.worker_id for r in result.records if r.terminal_status is TerminalStatus.COMPLETED)
+def _engine_counters(result: RunResult) -> Callable[[WorkerInfo], dict[str, int]]:
+    """A worker's engine counters, summed over its ranks, and its completed requests."""
+    completed = Counter(r.worker_id for r in result.records if r.terminal_status is TerminalStatus.COMPLETED)
+    by_gidx = {r.gidx: r for r in result.ranks}
+
+    def counters(w: WorkerInfo) -> dict[str, int]:
+        rs = [by_gidx[g] for g in w.gidxs]
+        return {"num_passes": sum(r.num_passes for r in rs), "preemptions_total": sum(r.preemptions_total for r in rs),
+                "committed_prefill_tokens": sum(r.committed_prefill_tokens for r in rs),
+                "completed_requests": completed[w.worker_id]}
+    return counters
 
 
 def _replay_report(world: World, result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:
     sc = world.loaded.scenario
-    completed = _completed_by_worker(result)
-    by_gidx = {r.gidx: r for r in result.ranks}
-    workers = []
-    for w in control.fleet.workers:
-        rs = [by_gidx[g] for g in w.gidxs]
-        workers.append({"worker_id": w.worker_id, "num_passes": sum(r.num_passes for r in rs),
-                        "preemptions_total": sum(r.preemptions_total for r in rs),
-                        "committed_prefill_tokens": sum(r.committed_prefill_tokens for r in rs),
-                        "completed_requests": completed[w.worker_id]})
+    counters = _engine_counters(result)
+    workers = [{"worker_id": w.worker_id, **counters(w)} for w in control.fleet.workers]
     mode = sc.router.mode
     return {
         "summary": _summary(world, result, control, options),
@@ -130,26 +137,24 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
     ranks = result.ranks
     summary = _summary(world, result, control, options)
     duration_ms = float(summary["duration_ms"] or 0.0)
-    completed = _completed_by_worker(result)
-    by_gidx = {r.gidx: r for r in ranks}
+    counters = _engine_counters(result)
+    alive = {r.gidx: r.alive for r in ranks}
     fleet = control.fleet
+    lives = _lives(fleet)
     workers = []
-    for _, life in sorted(fleet.lives.items()):
+    for life in lives:
         w = life.info
-        rs = [by_gidx[g] for g in w.gidxs]
         workers.append({
             "name": w.name, "worker_id": w.worker_id, "deployment": w.deployment,
             "nodes": w.nodes,
             "vgpus": [[v.vgpu_id for v in rank] for rank in w.vgpus],
             "num_gpu_blocks": w.engine.num_gpu_blocks, "block_size": w.engine.block_size_tokens,
-            "num_passes": sum(r.num_passes for r in rs), "preemptions_total": sum(r.preemptions_total for r in rs),
-            "committed_prefill_tokens": sum(r.committed_prefill_tokens for r in rs),
-            "completed_requests": completed[w.worker_id], "alive": all(r.alive for r in rs),
+            **counters(w), "alive": all(alive[g] for g in w.gidxs),
             "state": life.state, "started_ms": life.started_ms, "ready_ms": life.ready_ms,
             "stopped_ms": life.stopped_ms, "num_gpus": w.num_gpus,
-            "gpu_hours": w.num_gpus * _span_ms(life, duration_ms) / 3_600_000.0,
+            "gpu_hours": w.num_gpus * _lifetime(life).span_ms(duration_ms) / 3_600_000.0,
         })
-    physical = _physical_ms(fleet, duration_ms)
+    physical = _physical_ms(lives, duration_ms)
     nodes = []
     for n in world.nodes:
         held = [(v, h) for v, h in n.vgpus()]
@@ -163,7 +168,7 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
     statuses = Counter(r.terminal_status.value for r in records)
     failed_by_cause = Counter(r.cause for r in records if r.terminal_status is TerminalStatus.FAILED)
     killed: dict[str, list[str]] = {}  # a kill also hits workers added after the run began
-    for _, life in sorted(fleet.lives.items()):
+    for life in lives:
         if life.failed_by is not None:
             killed.setdefault(life.failed_by, []).append(life.info.name)
     faults = []
@@ -199,18 +204,12 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
     }
 
 
-def _span_ms(life: WorkerLife, duration_ms: float) -> float:
-    """The part of the worker's lifetime inside [0, duration]."""
-    stop = life.stopped_ms if life.stopped_ms is not None else duration_ms
-    return max(0.0, min(stop, duration_ms) - min(life.started_ms, duration_ms))
-
-
-def _physical_ms(fleet: Fleet, duration_ms: float) -> dict[str, float]:
+def _physical_ms(lives: list[WorkerLife], duration_ms: float) -> dict[str, float]:
     """Per node, physical cards' worth of vGPU-milliseconds its workers held (MIG slices by their SM
     share, time-sliced shares by their core limit)."""
     out: dict[str, list[float]] = {}
-    for _, life in sorted(fleet.lives.items()):
-        span = _span_ms(life, duration_ms)
+    for life in lives:
+        span = _lifetime(life).span_ms(duration_ms)
         for rank in life.info.vgpus:
             for v in rank:
                 share = v.sm_fraction if v.isolation != "time-sliced" else v.core_limit

@@ -108,6 +108,11 @@ class WorkerLifetime:
     stopped_ms: float | None
     num_gpus: int
 
+    def span_ms(self, duration_ms: float) -> float:
+        """The part of the lifetime inside [0, duration]."""
+        stop = self.stopped_ms if self.stopped_ms is not None else duration_ms
+        return max(0.0, min(stop, duration_ms) - min(self.started_ms, duration_ms))
+
 
 def build_summary(
     records: Sequence[RequestRecord],
@@ -140,8 +145,7 @@ def build_summary(
     duration_s = max(duration_ms / 1000.0, 1e-9)
     if lifetimes is None:
         lifetimes = [WorkerLifetime(0.0, None, gpus_per_worker)] * num_workers
-    spans = [(max(0.0, min(duration_ms, w.stopped_ms if w.stopped_ms is not None else duration_ms)
-                  - min(w.started_ms, duration_ms)), w.num_gpus) for w in lifetimes]
+    spans = [(w.span_ms(duration_ms), w.num_gpus) for w in lifetimes]
     decode_worker_seconds = math.fsum(ms for ms, _ in spans) / 1000.0
     gpu_hours = math.fsum(ms * gpus for ms, gpus in spans) / 3_600_000.0
     processed = total_in + total_out

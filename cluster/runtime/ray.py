@@ -34,7 +34,7 @@ from actors.hosts import STOP, StepHost
 from cluster.control.host import ControlHost
 from cluster.plane.links import LinkCounters
 from cluster.plane.messages import CONTROL_ADDR, Envelope, Topic
-from cluster.runtime.local import finish_run, run_local
+from cluster.runtime.local import finish_run
 from cluster.runtime.setup import SimulationSetup
 from cluster.runtime.shard import NodeShardResult, RunResult, Shard, decode_reply, encode_step
 
@@ -97,15 +97,6 @@ class ShardMap:
         node = self._node_of_addr[addr]
         k = self.shard_of_node.get(node)
         return k if k is not None else self._place(node)
-
-
-def run(setup: SimulationSetup, node_of_rank: Sequence[str], runtime: Literal["local", "ray"] = "local",
-        shards: int = 1, *, on_done: Callable[[RequestRecord], None] | None = None, address: str | None = None,
-        channel: Channel = "zmq", nodes: Sequence[str] = ()) -> tuple[RunResult, ControlHost]:
-    """Run `setup` on the chosen runtime: its result and the control host (router, frontend) it used."""
-    if runtime == "local":
-        return run_local(setup, on_done)
-    return run_ray(setup, node_of_rank, shards, on_done=on_done, address=address, channel=channel, nodes=nodes)
 
 
 class _Shards:
@@ -270,4 +261,4 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_map:
             return windows
 
 
-__all__ = ["assign_shards", "run", "run_ray"]
+__all__ = ["assign_shards", "run_ray"]

@@ -23,12 +23,9 @@ Without `cluster`, workers run on abstract GPUs (what `clustersim replay` runs: 
 scenario with one deployment on abstract GPUs). `deployments[].timing: {model: ...}` is accepted
 as the older spelling of `engine.timing_model: {type: ...}` (one timing schema everywhere).
 
-Relative paths (accelerator files, traces, output dir) are looked up next to the scenario
-file, then in the current directory, then in the clustersim source tree; the first that
-exists wins (an output dir is created in the current directory). `load_scenario` refuses
-bad input before anything runs, with one line naming the file and the field
-(`ScenarioError`); impossible placements and unknown MIG profiles are caught when the
-cluster is built (`cluster.scenario.world`), with the same kind of message.
+Reading a file and resolving its relative paths is `cluster.scenario.load`; impossible
+placements and unknown MIG profiles are caught when the cluster is built
+(`cluster.scenario.world`), with the same kind of one-line message.
 """
 
 from __future__ import annotations
@@ -300,3 +297,25 @@ class Scenario(_Strict):
                     if n not in nodes:
                         raise ValueError(f"faults.{k}.partition.nodes: no node named {n!r}")
         return self
+
+
+def replay_scenario(engine: EngineConfig, num_workers: int, *, router: dict[str, Any] | None = None,
+                    workload: dict[str, Any] | None = None, seed: int = 42,
+                    outputs: dict[str, Any] | None = None) -> Scenario:
+    """A replay as a scenario: `num_workers` workers of `engine` on abstract GPUs behind one router
+    (round robin when `router` is None), on a zero-latency event plane.
+
+    Raises:
+        pydantic.ValidationError: a section does not validate.
+    """
+    raw: dict[str, Any] = {
+        "name": "replay", "seed": seed,
+        "deployments": [{"name": "agg", "replicas": num_workers, "dp_size": engine.dp_size,
+                         "tp_size": engine.tensor_parallel_size,
+                         "engine": engine.model_dump(mode="json", exclude_unset=True)}],
+        "router": router if router is not None else {"mode": "round_robin"},
+        "workload": workload or {},
+    }
+    if outputs is not None:
+        raw["outputs"] = outputs
+    return Scenario.model_validate(raw)

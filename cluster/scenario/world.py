@@ -49,7 +49,6 @@ class World:
     node_of_rank: list[str]
     """Global rank index -> the node its first vGPU is on (the shard unit)."""
     workload: LoadedWorkload
-    builder: WorkerBuilder
     faults: list[dict[str, object]] = field(default_factory=list)
 
     @property
@@ -191,7 +190,7 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             collect_kv_events=collect_kv_events, kills=kills, partitions=partitions,
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=plans,
                             actions=_actions(loaded))
-    return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, builder, listed)
+    return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, listed)
 
 
 def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[RankSpec]) -> None:
