@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
-from actors.engine.events import KvEvent, LoadMetrics
+from actors.engine.events import KvEvent, KvStored, LoadMetrics
 from actors.engine.protocol import Finished, FirstToken, RankCounters, RankOutput
 from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
 from actors.engine.request import RankRequest
@@ -119,7 +119,6 @@ class FakePlane:
         return [(now, m) for _, _, _, m, now in self.out]
 
 
-
 def plane_of(p: FakePlane) -> PlaneEndpoint:
     return cast(PlaneEndpoint, p)  # duck-typed: send(), publish() and node_of are all the rooms use
 
@@ -131,3 +130,7 @@ class FakeTiming:
     def set_busy_cotenants(self, limits: Sequence[float]) -> None:
         self.limits.append(list(limits))
 
+
+def event(t: float, eid: int) -> KvEvent:
+    """A KV stored event of rank (0, 0) with id `eid`, block hash 100 + eid."""
+    return KvEvent(t, 0, 0, eid, KvStored(None, (100 + eid,), (200 + eid,)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,9 @@ from cluster.report.build import build_report
 from cluster.runner import run_world
 from cluster.scenario.load import load_scenario
 from cluster.scenario.world import World, build_world
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 BASE: dict[str, Any] = {
     "name": "tiny",
@@ -60,3 +65,13 @@ def run_report(tmp_path: Path, sc: dict[str, Any], runtime: str = "local", shard
     report = build_report(world, result, control)
     report["_records"] = result.records
     return report
+
+
+def run_cli(scenario_path: Path, out: Path, env: dict[str, str] | None, *flags: str) -> tuple[bytes, bytes]:
+    """`clustersim run` in a subprocess, as a user runs it; (report JSON, per-request JSONL) bytes.
+    `env`: the Ray head's environment (`ray_head` fixture), or None for the Local runtime."""
+    cmd = [str(BIN / "clustersim"), "run", str(scenario_path), "--no-progress", "--output-dir", str(out), *flags]
+    run_env = None if env is None else {k: v for k, v in env.items() if k != "RAY_DASHBOARD"}
+    done = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return (out / "report.json").read_bytes(), (out / "requests.jsonl").read_bytes()

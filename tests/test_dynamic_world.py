@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actors.engine.records import FailureReason, TerminalStatus
-from tests.scenario_helpers import run_report, scenario, write
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from tests.scenario_helpers import run_cli, run_report, scenario, world_of, write
 
 
 def _dynamic(**edits: Any) -> dict[str, Any]:
@@ -123,7 +118,6 @@ def test_a_worker_killed_while_it_starts_never_serves_and_nothing_is_lost(tmp_pa
 def test_the_control_api_adds_and_removes_during_a_run(tmp_path: Path) -> None:
     """What the planner and chaos issues call: `fleet.add_worker` / `remove_worker` from the control shard."""
     from cluster.runtime.local import run_local
-    from tests.scenario_helpers import world_of
 
     world = world_of(tmp_path, _dynamic(events=[]))
     setup = world.setup
@@ -148,13 +142,6 @@ def test_a_changing_world_is_byte_identical_on_local_and_ray(ray_head: dict[str,
     # must be bounded by them too.
     plane = {"latency_ms": 50.0, "links": {"control": {"latency": {"dist": "constant", "ms": 0.1}}}}
     path = write(tmp_path, _dynamic(event_plane=plane))
-    outs = []
-    for name, flags in (("local", []), ("ray", ["--runtime", "ray", "--shards", "2"])):
-        out = tmp_path / name
-        cmd = [str(BIN / "clustersim"), "run", str(path), "--no-progress", "--output-dir", str(out), *flags]
-        env = None if not flags else {k: v for k, v in ray_head.items() if k != "RAY_DASHBOARD"}
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        outs.append(((out / "report.json").read_bytes(), (out / "requests.jsonl").read_bytes()))
-    assert outs[0] == outs[1]
-    assert len(json.loads(outs[0][0])["workers"]) == 4
+    local = run_cli(path, tmp_path / "local", None)
+    assert run_cli(path, tmp_path / "ray", ray_head, "--runtime", "ray", "--shards", "2") == local
+    assert len(json.loads(local[0])["workers"]) == 4

@@ -92,7 +92,10 @@ def test_roofline_on_abstract_gpus_needs_a_catalog_gpu(tmp_path: Path, capsys: p
 
 
 def test_one_seed_scheme_keyed_by_component_name() -> None:
-    assert derive_seed(7, "router") == derive_seed(7, "router") != derive_seed(7, "link/metrics/1/0")
+    # Pinned: every report's random draws hang on these; a change to the scheme must be deliberate.
+    assert derive_seed(7, "router") == 377654268800057679
+    assert derive_seed(42, "router") == 2106686255576498276
+    assert derive_seed(7, "router") != derive_seed(7, "link/metrics/1/0")
     assert derive_seed(7, "router") != derive_seed(8, "router")
     a = component_rng(7, "router").random(4)
     b = np.random.default_rng(component_seed(7, "router")).random(4)

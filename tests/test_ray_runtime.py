@@ -1,37 +1,23 @@
 """The Ray runtime gives byte-identical reports to the Local runtime, and `ray job submit` works.
 
-One Ray head node serves the whole module (started like a user would, with token
-authentication, in a private HOME and temp dir, and stopped at the end). Marked slow:
-CI runs it; `pytest -m "not slow"` skips it.
+The session's one Ray head (`ray_head` in tests/conftest.py: started like a user would, with
+token authentication, in a private HOME and temp dir, and stopped at the end) serves these
+tests. Marked slow: CI runs them; `pytest -m "not slow"` skips them.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.golden.cases import GOLDEN_DIR
-from tests.scenario_helpers import scenario, write
+from tests.scenario_helpers import BIN, ROOT, run_cli, scenario, write
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def _run_cli(scenario_path: Path, out: Path, env: dict[str, str] | None, *flags: str) -> tuple[bytes, bytes]:
-    """`clustersim run` in a subprocess, as a user runs it; (report JSON, per-request JSONL) bytes."""
-    cmd = [str(BIN / "clustersim"), "run", str(scenario_path), "--no-progress", "--output-dir", str(out), *flags]
-    local_env = None if env is None else {k: v for k, v in env.items() if k != "RAY_DASHBOARD"}
-    done = subprocess.run(cmd, cwd=ROOT, env=local_env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return (out / "report.json").read_bytes(), (out / "requests.jsonl").read_bytes()
-
 
 def _shipped(tmp_path: Path, name: str, **workload: Any) -> Path:
     import yaml
@@ -50,11 +36,11 @@ def _shipped(tmp_path: Path, name: str, **workload: Any) -> Path:
 def test_shipped_scenarios_are_byte_identical_on_local_and_ray(ray_head: dict[str, str], tmp_path: Path,
                                                                 name: str, workload: dict[str, Any]) -> None:
     path = _shipped(tmp_path, name, **workload)
-    local = _run_cli(path, tmp_path / "local", None)
-    if name == "smoke.yaml":  # the golden of smoke on Ray with 2 shards is the Local golden
+    local = run_cli(path, tmp_path / "local", None)
+    if name == "smoke.yaml":  # so smoke on Ray must equal the Local golden too
         assert local[0] == (GOLDEN_DIR / "run-smoke.report.json").read_bytes()
     for shards in (1, 2, 4):
-        ray_out = _run_cli(path, tmp_path / f"ray{shards}", ray_head, "--runtime", "ray", "--shards", str(shards))
+        ray_out = run_cli(path, tmp_path / f"ray{shards}", ray_head, "--runtime", "ray", "--shards", str(shards))
         assert ray_out == local, f"{name}: {shards} shard(s)"
 
 
@@ -69,13 +55,13 @@ def test_lossy_plane_faults_and_queueing_are_identical_on_both_channels(ray_head
         faults=[{"at_s": 0.05, "partition": {"nodes": ["n-1"], "duration_s": 0.1}}, {"at_s": 0.1, "kill_node": "n-2"}],
         workload=wl)
     path = write(tmp_path, sc)
-    local = _run_cli(path, tmp_path / "local", None)
+    local = run_cli(path, tmp_path / "local", None)
     report = json.loads(local[0])
     plane = report["event_plane"]
     assert plane["kv_sync"]["replay_requests"] > 0 and plane["router"]["queued"] > 0
     assert plane["index"]["ranks_diverged"] == 0 and report["requests"]["failed"] > 0
-    assert _run_cli(path, tmp_path / "zmq", ray_head, "--runtime", "ray", "--shards", "2") == local
-    assert _run_cli(path, tmp_path / "calls", ray_head, "--runtime", "ray", "--shards", "3",
+    assert run_cli(path, tmp_path / "zmq", ray_head, "--runtime", "ray", "--shards", "2") == local
+    assert run_cli(path, tmp_path / "calls", ray_head, "--runtime", "ray", "--shards", "3",
                     "--channel", "ray") == local
 
 
@@ -91,5 +77,4 @@ def test_ray_job_submit_runs_the_smoke_scenario(ray_head: dict[str, str], tmp_pa
     assert "succeeded" in done.stdout + done.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["completed_requests"] == 240
-    local = _run_cli(ROOT / "configs" / "scenarios" / "smoke.yaml", tmp_path / "local", None)
-    assert (out / "report.json").read_bytes() == local[0]
+    assert (out / "report.json").read_bytes() == (GOLDEN_DIR / "run-smoke.report.json").read_bytes()  # = Local

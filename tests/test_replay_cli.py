@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main
+from tests.golden.cases import TRACE
 
-TRACE_DIR = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACE_DIR = TRACE.parent
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -252,7 +252,6 @@ def test_a_kv_sequence_gap_asks_the_rank_for_a_replay() -> None:
     assert plane.out[1:] == [(Topic.KV_REPLAY, 0, 1, ReplayRequestMsg(0, 0, 0, 0), 6.0)]
 
 
-
 class Recorder:
     """A frontend, router or fleet that records every method call into `log` as (prefix.name, args)."""
 

@@ -4,17 +4,15 @@ fake engine rank (injected for `build_rank`) and a fake event plane that records
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from actors.engine.config import EngineConfig
-from actors.engine.events import KvEvent, KvStored
 from actors.engine.records import EngineRecord, FailureReason, GapLog, TerminalStatus
 from actors.engine.timing.models import PolynomialTiming
 from cluster.nodes.host import NodeHost
 from cluster.nodes.hosted import HostOptions
-from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
     CompletionMsg,
     FirstTokenMsg,
@@ -38,11 +36,10 @@ from cluster.plane.ranks import (
     StopRankMsg,
 )
 from cluster.sim.clock import EventLoop, Priority
-from tests.room_fakes import FakePlane, FakeRank, FakeTiming
+from tests.room_fakes import FakePlane, FakeRank, FakeTiming, event, plane_of
 
 ENGINE = EngineConfig()
 KILLED, REMOVED = FailureReason.WORKER_KILLED, FailureReason.WORKER_REMOVED
-
 
 
 @pytest.fixture
@@ -68,7 +65,7 @@ def spec(gidx: int, worker_id: int | None = None, **kw: Any) -> RankSpec:
 def host(specs: Sequence[RankSpec], options: HostOptions | None = None,
          kills: Sequence[RankKill] = ()) -> tuple[NodeHost, EventLoop, FakePlane]:
     loop, plane = EventLoop(), FakePlane()
-    h = NodeHost(specs, loop, cast(PlaneEndpoint, plane), GapLog(), options or HostOptions(), kills)
+    h = NodeHost(specs, loop, plane_of(plane), GapLog(), options or HostOptions(), kills)
     return h, loop, plane
 
 
@@ -82,10 +79,6 @@ def req(rid: int, worker_id: int = 0) -> RequestMsg:
 
 def probe(loop: EventLoop, rank: FakeRank, t: float, prio: Priority, name: str) -> None:
     loop.schedule(t, prio, 0, lambda now, _: rank.log.append((name, now, None)))
-
-
-def event(t: float, eid: int) -> KvEvent:
-    return KvEvent(t, 0, 0, eid, KvStored(None, (100 + eid,), (200 + eid,)))
 
 
 def test_ranks_are_built_with_the_host_options(built: list[FakeRank]) -> None:
@@ -276,8 +269,6 @@ def test_replay_requests_and_finalize_go_through_the_stream(built: list[FakeRank
     built[0].stamped = [event(9.0, 1)]
     h.finalize()
     assert h.collected_kv_events() == [[event(3.0, 0), event(9.0, 1)]]
-
-
 
 
 def test_the_host_re_times_co_tenants_when_one_becomes_busy(built: list[FakeRank]) -> None:

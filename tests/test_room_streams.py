@@ -19,11 +19,7 @@ from cluster.plane.messages import (
     ReplayRequestMsg,
     Topic,
 )
-from tests.room_fakes import FakePlane, FakeRank, FakeTiming, plane_of
-
-
-def event(t: float, eid: int) -> KvEvent:
-    return KvEvent(t, 0, 0, eid, KvStored(None, (100 + eid,), (200 + eid,)))
+from tests.room_fakes import FakePlane, FakeRank, FakeTiming, event, plane_of
 
 
 def stream(rank: FakeRank, publish: bool = True, buffer: int = 10,

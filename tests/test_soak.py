@@ -16,8 +16,7 @@ from actors.engine.records import TerminalStatus
 from cluster.runner import run_world
 from cluster.scenario.load import load_scenario
 from cluster.scenario.world import build_world
-from tests.engine_helpers import replay
-from tests.test_macro_equivalence import assert_equivalent, integer_case, scenario
+from tests.test_macro_equivalence import check_integer_case, check_macro_equivalence, integer_case, scenario
 
 pytestmark = pytest.mark.soak
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,16 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_macro_stepping_equals_pass_by_pass_long(case: dict[str, Any]) -> None:
-    kwargs = dict(trace_block_size=64, num_workers=case["num_workers"], engine=case["engine"],
-                  concurrency=case["concurrency"], collect_kv_events=True)
-    assert_equivalent(replay(case["specs"], macro_step=True, **kwargs), replay(case["specs"], macro_step=False, **kwargs))
+    check_macro_equivalence(case)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(integer_case())
 def test_arrivals_on_exact_pass_ends_long(case: dict[str, Any]) -> None:
-    kwargs = dict(num_workers=case["num_workers"], engine=case["engine"], collect_kv_events=True)
-    assert_equivalent(replay(case["specs"], macro_step=True, **kwargs), replay(case["specs"], macro_step=False, **kwargs))
+    check_integer_case(case)
 
 
 def test_the_1000_worker_scenario_runs_and_keeps_the_index_exact() -> None:

@@ -26,16 +26,20 @@ def _workload(n: int, gap_ms: float, copies: int = 1) -> Workload:
     return Workload(tuple(sessions), 256)
 
 
-def _run(model: str, virtualization: dict[str, Any], deployment: dict[str, Any], wl: Workload,
-         macro_step: bool = True) -> RunResult:
-    sc = Scenario.model_validate({
+def _scenario(model: str, virtualization: dict[str, Any], deployment: dict[str, Any]) -> Scenario:
+    return Scenario.model_validate({
         "name": "vgpu", "model": model,
         "cluster": {"nodes": [{"name": "n", "accelerator": H100, "virtualization": virtualization}]},
         "deployments": [{"name": "agg", "engine": {"block_size": 16, "timing_model": {"type": "roofline"}},
                          **deployment}],
         "router": {"mode": "round_robin"},
     })
-    world = build_world(LoadedScenario(sc), macro_step=macro_step, collect_kv_events=True, workload=wl)
+
+
+def _run(model: str, virtualization: dict[str, Any], deployment: dict[str, Any], wl: Workload,
+         macro_step: bool = True) -> RunResult:
+    world = build_world(LoadedScenario(_scenario(model, virtualization, deployment)), macro_step=macro_step,
+                        collect_kv_events=True, workload=wl)
     return run_local(world.setup)[0]
 
 
@@ -54,12 +58,14 @@ def test_mig_1g_slice_replays_slower_than_7g() -> None:
     assert mean(r.ttft_ms for r in slow.records) > 2 * mean(r.ttft_ms for r in fast.records)  # type: ignore[misc]
 
 
+HAMI = {"mode": "hami-core", "device_core_scaling": 1.0, "gpu_scheduler_policy": "binpack"}
+HAMI_SHARE = {"vgpu": {"memory_gib": 30, "sm_fraction": 0.5}}
+
+
 def _hami_run(copies: int, workers: int = 2, macro_step: bool = True) -> RunResult:
     """Requests on HAMi shares of one card; with one worker its card has no busy co-tenant (the
     'alone' baseline)."""
-    hami = {"mode": "hami-core", "device_core_scaling": 1.0, "gpu_scheduler_policy": "binpack"}
-    dep = {"replicas": workers, "vgpu": {"memory_gib": 30, "sm_fraction": 0.5}}
-    return _run("llama-3.1-8b", hami, dep, _workload(25, 120.0, copies), macro_step)
+    return _run("llama-3.1-8b", HAMI, {"replicas": workers, **HAMI_SHARE}, _workload(25, 120.0, copies), macro_step)
 
 
 def test_two_busy_hami_shares_run_slower_than_one_alone() -> None:
@@ -71,12 +77,7 @@ def test_two_busy_hami_shares_run_slower_than_one_alone() -> None:
 
 
 def test_both_hami_shares_land_on_one_card_and_form_a_cotenant_group() -> None:
-    hami = {"mode": "hami-core", "device_core_scaling": 1.0, "gpu_scheduler_policy": "binpack"}
-    sc = Scenario.model_validate({
-        "name": "vgpu", "model": "llama-3.1-8b",
-        "cluster": {"nodes": [{"name": "n", "accelerator": H100, "virtualization": hami}]},
-        "deployments": [{"name": "agg", "replicas": 2, "vgpu": {"memory_gib": 30, "sm_fraction": 0.5},
-                         "engine": {"block_size": 16, "timing_model": {"type": "roofline"}}}]})
+    sc = _scenario("llama-3.1-8b", HAMI, {"replicas": 2, **HAMI_SHARE})
     world = build_world(LoadedScenario(sc), workload=_workload(1, 1.0))
     a, b = (w.vgpus[0][0] for w in world.workers)
     assert a.card_index == b.card_index

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from cluster.workload.model import Session, Turn, Workload, WorkloadError
 from cluster.workload.mooncake import load_mooncake
 from cluster.workload.synthetic import SyntheticSpec, prefix_hash_id, synthesize
+from tests.golden.cases import TRACE
 
-REAL_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
+REAL_TRACE = TRACE
 """The repository's sibling `shared/` (CI always has it)."""
 
 
