@@ -106,7 +106,7 @@ def test_the_world_router_is_seeded_by_the_scheme(tmp_path: Path) -> None:
     sc: dict[str, Any] = scenario(router={"mode": "random"})
     world = world_of(tmp_path, sc)
     expected = np.random.default_rng(component_seed(sc["seed"], "router")).integers(8)
-    assert world.setup.router._rng.integers(8) == expected  # the router draws from exactly that stream
+    assert world.setup.kv_router._rng.integers(8) == expected  # the router draws from exactly that stream
 
 
 def test_one_workload_loader_describes_both_sources(tmp_path: Path) -> None:

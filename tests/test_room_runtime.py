@@ -95,7 +95,7 @@ def test_a_node_shard_processes_only_events_before_the_horizon() -> None:
     assert isinstance(done, CompletionMsg) and (done.request_id, done.status) == (0, TerminalStatus.COMPLETED)
     assert (done.record.first_token_ms, done.record.second_token_ms, done.record.last_token_ms) == (15.0, 17.0, 19.0)
     assert step(shard, INF) == ([], INF, INF)
-    stats = shard.node_result().ranks
+    stats = shard.result().ranks
     assert [(r.gidx, r.alive, r.num_admissions) for r in stats] == [(0, True, 1)]
 
 

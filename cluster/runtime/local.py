@@ -45,6 +45,6 @@ def run_local(setup: SimulationSetup, on_done: Callable[[RequestRecord], None] |
     control = shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
     control.frontend.start()
     shard.advance(float("inf"))
-    result = finish_run(control, [shard.node_result()], [shard.plane.counters], shard.loop.num_events,
+    result = finish_run(control, [shard.result()], [shard.plane.counters], shard.loop.num_events,
                         shard.loop.now_ms)
     return result, control

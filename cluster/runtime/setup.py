@@ -65,17 +65,13 @@ class SimulationSetup:
         return self.ranks[0].engine.block_size_tokens if self.ranks else 64
 
     @property
-    def router(self) -> KvRouter:
-        return self.kv_router
-
-    @property
     def subscribes_kv(self) -> bool:
-        return self.router.needs_kv_events
+        return self.kv_router.needs_kv_events
 
     @property
     def uses_metrics(self) -> bool:
         """Whether ranks publish load metrics (the router blends them, or heartbeats are on)."""
-        return self.router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+        return self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
 
     @property
     def heartbeat_ms(self) -> float | None:
@@ -106,7 +102,7 @@ class SimulationSetup:
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
         control = ControlHost(loop, plane)
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
-        router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.router, plane,
+        router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery)
         fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
         lossy = self.plane.kv_lossy or bool(self.partitions)

@@ -149,9 +149,6 @@ class Shard:
 
     def result(self) -> NodeShardResult:
         """The node side's end-of-run result (what the Ray actor shell hands back)."""
-        return self.node_result()
-
-    def node_result(self) -> NodeShardResult:
         self.nodes.finalize()
         return NodeShardResult(self.nodes.rank_stats(), self.gaps, self.nodes.collected_kv_events(),
                                self.plane.counters, self.loop.num_events, self.loop.now_ms)
