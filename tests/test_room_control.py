@@ -296,15 +296,17 @@ def wired(wl: Workload, concurrency: int | None = None, queueing: bool = False, 
 
 
 ONE = workload((0.0, [(16, 0.0)]))
-RESP = {CompletionMsg}
-QUEUE = {CompletionMsg, FirstTokenMsg, WorkerDownMsg, RankReadyMsg, RankStoppedMsg}
+LIFE = {WorkerDownMsg, RankReadyMsg, RankStoppedMsg}
+"""Always triggering: a worker coming releases requests waiting for it; the last one going fails them."""
+RESP = {CompletionMsg} | LIFE
+QUEUE = {CompletionMsg, FirstTokenMsg} | LIFE
 STREAM = {KvBatchMsg, LoadMetricsMsg, ReplayReplyMsg}
 
 
 @pytest.mark.parametrize(("kw", "expected"), [
-    ({}, set()), ({"concurrency": 2}, RESP), ({"wl": workload((0.0, [(16, 0.0), (16, 1.0)]))}, RESP),
-    ({"shutdown": True}, RESP), ({"queueing": True}, QUEUE), ({"lossy": True}, STREAM),
-    ({"lossy": True, "recovery": False}, set()), ({"lossy": True, "subscribes": False}, set()),
+    ({}, LIFE), ({"concurrency": 2}, RESP), ({"wl": workload((0.0, [(16, 0.0), (16, 1.0)]))}, RESP),
+    ({"shutdown": True}, RESP), ({"queueing": True}, QUEUE), ({"lossy": True}, STREAM | LIFE),
+    ({"lossy": True, "recovery": False}, LIFE), ({"lossy": True, "subscribes": False}, LIFE),
     ({"lossy": True, "queueing": True}, QUEUE | STREAM)])
 def test_triggering_kinds_follow_the_configuration(kw: dict[str, Any], expected: set[type]) -> None:
     control, _, _ = wired(kw.pop("wl", ONE), **kw)

@@ -74,6 +74,9 @@ class FakeRouterHost:
     def remove_worker(self, now: float, worker_id: int) -> None:
         self.calls.append(("remove", now, worker_id))
 
+    def fail_pending(self, now: float, detail: str, cause: str | None) -> None:
+        self.calls.append(("fail_pending", now, cause))
+
 
 def fleet(source: FakeSource | None = None, faults: tuple[FaultPlan, ...] = ()) -> tuple[
         Fleet, EventLoop, FakePlane, FakeRouterHost, FakeSource, list[float]]:
@@ -170,12 +173,26 @@ def test_a_stopped_or_failed_worker_leaves_the_router_and_frees_its_gpus_once() 
     f.on_down(3200.0, WorkerDownMsg(1, 0, 3200.0, KILLED, "late"))  # already stopped: nothing
     f.on_down(70.0, WorkerDownMsg(0, 1, 69.0, KILLED, "boom", "faults.4"))
     f.on_down(71.0, WorkerDownMsg(0, 0, 70.0, KILLED, "boom", "faults.4"))
-    assert rh.calls[3:] == [("remove", 70.0, 0)] and src.freed[1:] == [("dec-0", 70.0)]
+    # the last worker is gone and none is starting: what waits in the router fails
+    assert rh.calls[3:] == [("remove", 70.0, 0), ("fail_pending", 70.0, "faults.4")]
+    assert src.freed[1:] == [("dec-0", 70.0)] and not rh.serving()
     assert (f.lives[0].state, f.lives[0].stopped_ms, life.state) == ("failed", 69.0, "stopped")
     assert (f.lives[0].failed_by, life.failed_by) == ("faults.4", None)
     assert f.actions[-1] == {"at_ms": 70.0, "kind": "worker_failed", "worker": "dec-0", "failed_ms": 69.0,
                              "reason": "worker_killed", "cause": "faults.4"}
     assert sum(a["kind"] == "worker_failed" for a in f.actions) == 1  # its second rank's news adds nothing
+
+
+def test_the_router_serves_while_some_worker_is_starting_or_ready() -> None:
+    f, loop, _, rh, _, _ = fleet()
+    assert rh.serving()
+    f.add_worker("dec", 100.0)
+    loop.run()
+    f.on_down(150.0, WorkerDownMsg(0, 0, 150.0, KILLED, "boom", "faults.0"))
+    assert rh.serving() and ("fail_pending", 150.0, "faults.0") not in rh.calls  # dec-1 is starting
+    f.remove_worker("dec-1", 200.0)
+    loop.run()
+    assert not rh.serving()  # draining serves nothing new
 
 
 def test_faults_that_hit_a_new_worker_travel_in_its_start_messages() -> None:

@@ -164,11 +164,15 @@ class Fleet:
         self._next_index: dict[str, int] = {}
         self._next_gidx = 0
         self._next_key = 0
+        self._up = 0
+        """Workers starting or ready (the router fails requests at once when there is none)."""
+        router.serving = lambda: self._up > 0
         for info in initial:
             self._record(WorkerLife(info, "ready", 0.0, ready_ms=0.0, ready_ranks=set(range(len(info.gidxs)))))
 
     def _record(self, life: WorkerLife) -> None:
         info = life.info
+        self._up += 1
         self.lives[info.worker_id] = life
         self._by_name[info.name] = life
         self._next_gidx = max(self._next_gidx, max(info.gidxs) + 1)
@@ -251,6 +255,7 @@ class Fleet:
         info = life.info
         sent = self.router.stop_routing(info.worker_id) if life.state == "ready" else {}
         life.state = "draining"
+        self._up -= 1
         for r, g in enumerate(info.gidxs):
             msg: DrainRankMsg | StopRankMsg = (
                 DrainRankMsg(info.worker_id, r, sent.get(g, 0)) if drain else
@@ -287,11 +292,16 @@ class Fleet:
                       cause=msg.cause)
 
     def _end(self, now: float, life: WorkerLife, state: str, t_ms: float) -> None:
+        if life.state in ("starting", "ready"):
+            self._up -= 1
         life.state = state
         life.stopped_ms = t_ms
         self.router.remove_worker(now, life.info.worker_id)
         if self.source is not None:
             self.source.free(life.info.name, now)
+        if not self._up:  # nothing left to serve what waits in the router queue
+            self.router.fail_pending(now, f"no worker is serving or starting (the last, {life.info.name}, "
+                                          f"{'failed' if state == 'failed' else 'stopped'})", life.failed_by)
 
 
 def _with_startup(spec: RankSpec, startup_ms: float) -> RankSpec:

@@ -63,7 +63,7 @@ class ControlHost:
         """Attach the frontend, router and fleet (the router's callbacks point back here).
 
         `announce_shutdown`: when the workload is over, tell every rank (they stop their
-        heartbeats a few periods later).
+        heartbeats a few periods later, and apply no fault due after it).
         """
         self.router = router
         self.fleet = fleet
@@ -78,8 +78,10 @@ class ControlHost:
         kinds: list[type] = []
         if self.reacts_to_responses:
             kinds.append(CompletionMsg)
-        if router.queueing:  # a worker coming or going releases queued requests
-            kinds += [FirstTokenMsg, WorkerDownMsg, RankReadyMsg, RankStoppedMsg]
+        # A worker coming or going releases queued requests, or fails them when none is left.
+        kinds += [WorkerDownMsg, RankReadyMsg, RankStoppedMsg]
+        if router.queueing:
+            kinds.append(FirstTokenMsg)
         if self.reacts_to_stream:
             kinds += [KvBatchMsg, LoadMetricsMsg, ReplayReplyMsg]
         self._trigger_kinds = tuple(kinds)
@@ -100,6 +102,9 @@ class ControlHost:
 
     def reject(self, now: float, record: RequestRecord, reason: FailureReason, detail: str) -> None:
         self.frontend.terminal(now, record, TerminalStatus.REJECTED, reason, detail)
+
+    def fail(self, now: float, record: RequestRecord, reason: FailureReason, detail: str, cause: str | None) -> None:
+        self.frontend.terminal(now, record, TerminalStatus.FAILED, reason, detail, cause)
 
     def on_message(self, now: float, item: tuple[int, Message]) -> None:
         msg = item[1]

@@ -41,6 +41,8 @@ PromptHashes = tuple[tuple[int, ...], tuple[int, ...]]
 SendRequest = Callable[[float, RequestRecord, tuple[int, ...], int, PromptHashes], None]
 """Send a request to the rank with this global index at `now`, with its prompt hashes."""
 Reject = Callable[[float, RequestRecord, FailureReason, str], None]
+Fail = Callable[[float, RequestRecord, FailureReason, str, str | None], None]
+"""End a request as failed at `now`: reason, detail, cause."""
 
 
 class RouterHost:
@@ -65,6 +67,7 @@ class RouterHost:
         reject: Reject,
         hasher: PromptHasher,
         recovery: bool = True,
+        fail: Fail | None = None,
     ) -> None:
         self.slots: dict[int, tuple[int, int]] = dict(enumerate(slots))
         """Global rank index -> (worker_id, dp_rank), for every rank ever routable."""
@@ -72,6 +75,10 @@ class RouterHost:
         self.plane = plane
         self._send_request = send_request
         self._reject = reject
+        self._fail: Fail = fail if fail is not None else (lambda now, r, reason, detail, cause: reject(now, r, reason, detail))
+        self.serving: Callable[[], bool] = lambda: True
+        """Whether some worker serves or is starting (the fleet sets it). When none does, a request
+        fails at once (`no_live_worker`) instead of waiting for a worker that will never come."""
         self._hasher = hasher
         self._gidx = {slot: g for g, slot in self.slots.items()}
         self._sent: dict[int, int] = {}
@@ -128,6 +135,9 @@ class RouterHost:
 
     def route(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...]) -> None:
         rid = record.request_id
+        if not self.serving():
+            self._fail(now, record, FailureReason.NO_LIVE_WORKER, "no worker is serving or starting", None)
+            return
         seqs, locals_ = self._hasher.hash_prompt(hash_ids, record.input_length)
         hashes: PromptHashes = (tuple(seqs), tuple(locals_))
         router = self.kv_router
@@ -150,12 +160,21 @@ class RouterHost:
         self._send_request(now, record, hash_ids, g, hashes)
 
     def drain(self, now: float) -> None:
-        """Release queued requests while some worker has room (router queueing only)."""
-        if not self.queueing or not self._pending:
+        """Release queued requests while some worker has room (router queueing, or requests that
+        arrived while every worker was still starting)."""
+        if not self._pending:
             return
         for d in self.kv_router.drain(now):
             record, hash_ids, hashes = self._pending.pop(d.request_id)
             self._dispatch(now, record, hash_ids, hashes, d)
+
+    def fail_pending(self, now: float, detail: str, cause: str | None) -> None:
+        """The last worker is gone and none is starting: every queued request fails (`no_live_worker`),
+        in request id order."""
+        for rid in sorted(self._pending):
+            record = self._pending.pop(rid)[0]
+            self.kv_router.cancel(rid)
+            self._fail(now, record, FailureReason.NO_LIVE_WORKER, detail, cause)
 
     def on_first_token(self, now: float, rid: int) -> None:
         self.kv_router.on_first_token(rid, now)

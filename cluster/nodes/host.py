@@ -13,7 +13,8 @@
 - heartbeats every `heartbeat_ms` on a fixed grid, carrying the rank's last KV seq, from the
   start of the run until `heartbeat_count` periods after a `ShutdownMsg` (the control plane's
   "workload over"), so batches lost at the tail of a stream are noticed too;
-- faults: a killed rank fails its requests, drops its cache and announces `WorkerDownMsg`.
+- faults: a killed rank fails its requests, drops its cache and announces `WorkerDownMsg`; a
+  kill due after the control plane said the workload is over (`ShutdownMsg`) is not applied.
 
 Same-instant order: a rank's START and due events use its global index as key, so the order
 never depends on which other ranks share the shard. `response_bound_ms()` is the earliest time this
@@ -302,7 +303,7 @@ class NodeHost:
     def _on_kill(self, now: float, kill: RankKill) -> None:
         for g in kill.gidxs:
             h = self._hosted[rank_addr(g)]
-            if not h.alive:
+            if not h.alive or h.shut:  # dead already, or the run is over (the kill is not applied)
                 continue
             self._kill_rank(now, h, kill.reason, kill.detail, kill.cause)
             rank = h.rank

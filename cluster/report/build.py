@@ -15,7 +15,11 @@ Sections of the scenario layout:
   (`kv_sync`), the router's own counters, and `index`: how far the router's prefix index
   is from the workers' real caches at the end (blocks missing from / extra in the index,
   per live rank). With stream recovery on it is 0 once every gap was repaired;
-- `faults`: what was injected and which requests it cost;
+- `run`: when the last request ended (`end_ms`: the run ends then, every request completed,
+  rejected or failed with a reason) and how many requests did not end (`unaccounted`, 0 unless
+  the simulation was cut short);
+- `faults`: what was injected, whether it was applied (a fault due after the run ended is not),
+  the workers it killed and the requests it cost (each failed request counts for one fault, its cause);
 - `fleet_events`: the fleet changes asked for (scheduled events, the control API) and what came of them.
 Nothing here depends on the runtime or the wall clock, so Local and Ray reports of one
 scenario are byte-identical (wall time is added by the CLI only when asked).
@@ -171,11 +175,16 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
     for life in lives:
         if life.failed_by is not None:
             killed.setdefault(life.failed_by, []).append(life.info.name)
+    end_ms = control.frontend.done_ms
     faults = []
     for f in world.faults:
         entry = {k: v for k, v in f.items() if k != "id"}
+        hit = killed.get(str(f["id"]), [])
+        at_ms = f["at_ms"]
+        assert isinstance(at_ms, float)
+        entry["applied"] = bool(hit) or (end_ms is not None and at_ms <= end_ms)
         if f["kind"] != "partition":
-            entry["workers"] = killed.get(str(f["id"]), [])
+            entry["workers"] = hit
         entry["requests_failed"] = failed_by_cause.get(str(f["id"]), 0)
         faults.append(entry)
     kv = control.router.kv_router
@@ -196,6 +205,7 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         },
         "summary": summary,
         "requests": dict(sorted(statuses.items())),
+        "run": {"end_ms": end_ms, "unaccounted": statuses.get(TerminalStatus.INCOMPLETE.value, 0)},
         "workers": workers,
         "nodes": nodes,
         "event_plane": plane,

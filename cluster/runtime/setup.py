@@ -103,11 +103,12 @@ class SimulationSetup:
         control = ControlHost(loop, plane)
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
-                            control.send_request, control.reject, hasher, recovery=self.plane.recovery)
+                            control.send_request, control.reject, hasher, recovery=self.plane.recovery,
+                            fail=control.fail)
         fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
         lossy = self.plane.kv_lossy or bool(self.partitions)
         control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
-                     announce_shutdown=self.heartbeat_ms is not None)
+                     announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults))
         for action in self.actions:
             action.apply(fleet)
         return control
