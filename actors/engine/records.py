@@ -51,6 +51,10 @@ class FailureReason(str, Enum):
     REJECTED_TOKEN_BUDGET = "rejected_token_budget"
     """With chunked prefill off, the prompt exceeds `max_num_batched_tokens`."""
     REJECTED_KV_CAPACITY = "rejected_kv_capacity"
+    DRAIN_DEADLINE = "drain_deadline"
+    """Its worker was draining and the drain's deadline passed before it finished."""
+    MIGRATION_LIMIT = "migration_limit"
+    """Its worker died (or drained past its deadline) after it had migrated `migration_limit` times."""
     """After a preemption, the grown sequence no longer fits the rank's KV cache."""
 
 
@@ -111,6 +115,9 @@ class RequestRecord:
     reason_detail: str | None = None
     cause: str | None = None
     """What caused the failure, when a scheduled event did: a fault id (`faults.1`) or a control action."""
+    migrated_from: list[int] = field(default_factory=list)
+    """Workers the request left, in order, when theirs died or drained past a deadline (request
+    migration). The engine record is then the last rank's; it counts every token generated."""
 
     # The engine's counters, read through (the engine record is their only writer).
     @property
@@ -132,6 +139,12 @@ class RequestRecord:
     @property
     def num_preemptions(self) -> int:
         return self.engine.num_preemptions
+
+    @property
+    def carried_tokens(self) -> int:
+        """Tokens generated before the request migrated (0 until it does: the engine record is attached
+        at completion, or at a migration)."""
+        return self.engine.output_length
 
     @property
     def readmission_count(self) -> int:

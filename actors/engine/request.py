@@ -37,6 +37,11 @@ class RankRequest:
     hash_ids: tuple[int, ...]
     trace_block_size: int
     prompt_hashes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    generated_tokens: int = 0
+    """Tokens another rank generated before the request migrated here: the rank prefills prompt +
+    these (the same token ids, so the same block hashes) and generates the rest of `output_length`."""
+    last_token_ms: float = 0.0
+    """When the last of them was generated (the next inter-token gap runs from there)."""
 
 
 class EngineRequest:
@@ -53,7 +58,7 @@ class EngineRequest:
         self.record = EngineRecord()
         self.prompt_len = request.input_length
         self.max_output = request.output_length
-        self.generated = 0
+        self.generated = request.generated_tokens
         self.computed = 0
         self.in_decode = False
         self.block_ids: list[int] = []
@@ -62,7 +67,8 @@ class EngineRequest:
         """Private blocks after them: the partial tail, or every block when prefix caching is off."""
         self.hash_ids = request.hash_ids
         self.trace_block_size = request.trace_block_size
-        self.last_token_ms = 0.0
+        self.last_token_ms = request.last_token_ms
+        self.record.output_length = self.generated
         given = request.prompt_hashes
         if given is None:
             self.hashes, self.locals = hasher.hash_prompt(request.hash_ids, self.prompt_len)

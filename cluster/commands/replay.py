@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router-config", help="KV router settings, JSON object (kv_router mode)")
     parser.add_argument("--replay-concurrency", type=int, help="closed loop: at most N requests in flight")
     parser.add_argument("--arrival-speedup-ratio", type=float, default=1.0)
+    parser.add_argument("--migration-limit", type=int, default=0,
+                        help="times a request may move to another worker when its worker goes away (default 0: never)")
     parser.add_argument("--trace-block-size", type=int, default=512, help="tokens per hash_id in the trace")
     parser.add_argument("--extra-engine-args", help="engine settings: a JSON object or a path to a JSON file")
     parser.add_argument("--report-json", type=Path, help="write the full report JSON here")
@@ -123,6 +125,8 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
         raise ReplayError("--replay-mode online is not supported; clustersim replays offline on a virtual clock")
     if args.num_workers < 1:
         raise ReplayError("--num-workers must be at least 1")
+    if args.migration_limit < 0:
+        raise ReplayError("--migration-limit must be at least 0")
     if args.replay_concurrency is not None and args.replay_concurrency < 1:
         raise ReplayError("--replay-concurrency must be at least 1")
     engine = parse_engine_args(args.extra_engine_args)
@@ -141,7 +145,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
         router = {**json.loads(args.router_config or "{}"), "mode": "kv"}
     try:
         return replay_scenario(engine, args.num_workers, router=router, workload=_workload_fields(args, engine),
-                               seed=args.seed, outputs={"dir": "out/replay"})
+                               seed=args.seed, outputs={"dir": "out/replay"}, migration_limit=args.migration_limit)
     except ValidationError as exc:
         raise ReplayError(describe_validation_error(exc, "replay")) from None
 

@@ -22,7 +22,7 @@ import heapq
 from collections import deque
 from typing import Callable
 
-from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
+from actors.engine.records import EngineRecord, FailureReason, RequestRecord, TerminalStatus
 from cluster.plane.messages import CompletionMsg, FirstTokenMsg
 from cluster.sim.clock import EventLoop, Priority
 from cluster.workload.model import Workload
@@ -144,6 +144,18 @@ class Frontend:
         elif engine.last_token_ms is not None:
             rec.last_token_ms = engine.last_token_ms + shift
         self.terminal(now, rec, msg.status, msg.reason, msg.detail, msg.cause)
+
+    def hash_ids_of(self, request_id: int) -> tuple[int, ...]:
+        """The prompt's trace hash ids of a request not yet ended."""
+        session_idx, turn_idx = self._session_of[request_id]
+        return self.workload.sessions[session_idx].turns[turn_idx].hash_ids
+
+    def keep_progress(self, rec: RequestRecord, engine: EngineRecord) -> None:
+        """The request leaves a failed rank to run elsewhere (migration): keep what the client saw
+        (its second token, if any) and the engine record, which counts the tokens generated so far."""
+        if engine.second_token_ms is not None and rec.second_token_ms is None:
+            rec.second_token_ms = engine.second_token_ms + self._token_shift.get(rec.request_id, 0.0)
+        rec.engine = engine
 
     def terminal(self, now: float, rec: RequestRecord, status: TerminalStatus, reason: FailureReason | None = None,
                  detail: str | None = None, cause: str | None = None) -> None:

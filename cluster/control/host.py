@@ -22,6 +22,7 @@ from collections.abc import Callable
 from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
 from cluster.control.fleet import Fleet
 from cluster.control.frontend import Frontend
+from cluster.control.migration import Migrator
 from cluster.control.router_host import PromptHashes, RouterHost
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
@@ -56,22 +57,28 @@ class ControlHost:
         self._trigger_kinds: tuple[type, ...] = ()
         self.reacts_to_responses = False
         self.reacts_to_stream = False
+        self.migrator: Migrator | None = None
 
     def wire(self, workload: Workload, router: RouterHost, fleet: Fleet, concurrency: int | None,
              on_done: Callable[[RequestRecord], None] | None = None, stream_lossy: bool = False,
-             announce_shutdown: bool = False) -> None:
+             announce_shutdown: bool = False, migration_limit_of: Callable[[int], int] | None = None) -> None:
         """Attach the frontend, router and fleet (the router's callbacks point back here).
 
         `announce_shutdown`: when the workload is over, tell every rank (they stop their
         heartbeats a few periods later, and apply no fault due after it).
+        `migration_limit_of(worker_id)`: the migration limit of the worker's deployment (None: no
+        migration anywhere).
         """
         self.router = router
         self.fleet = fleet
         self.frontend = Frontend(workload, self.loop, router.route, concurrency, on_done=on_done,
                                  send_times=self.send_times,
                                  on_finished=self._announce_shutdown if announce_shutdown else None)
+        if migration_limit_of is not None:
+            self.migrator = Migrator(self.frontend, router, migration_limit_of)
         # Which deliveries can make this shard send (the Ray runtime's lookahead depends on it).
-        self.reacts_to_responses = self.frontend.closed_loop or router.queueing or announce_shutdown
+        self.reacts_to_responses = (self.frontend.closed_loop or router.queueing or announce_shutdown
+                                    or self.migrator is not None)
         """Completions (and with router queueing first tokens and worker losses) can dispatch requests."""
         self.reacts_to_stream = router.subscriber.recovery and router.subscribes_kv and stream_lossy
         """KV batches, heartbeats and replay replies can reveal gaps and cause replay requests."""
@@ -91,9 +98,11 @@ class ControlHost:
     def send_request(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], gidx: int,
                      hashes: PromptHashes) -> None:
         """Send `record` to the rank the router chose (it wrote the record's `worker_id`, `dp_rank`)."""
+        carried = record.engine  # a migrated request carries the tokens generated so far
         msg = RequestMsg(record.request_id, record.worker_id, record.dp_rank, record.input_length,
                          record.requested_output_length, hash_ids, self.frontend.workload.trace_block_size,
-                         record.dispatched_ms, hashes[0], hashes[1])
+                         record.dispatched_ms, hashes[0], hashes[1], carried.output_length,
+                         carried.last_token_ms or 0.0)
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
 
     def _announce_shutdown(self, now: float) -> None:
@@ -114,8 +123,12 @@ class ControlHost:
             self.frontend.on_first_token(now, msg)
             self.router.on_first_token(now, msg.request_id)
         elif isinstance(msg, CompletionMsg):
-            self.frontend.on_completion(now, msg)
-            self.router.on_complete(now, msg.request_id)
+            if self.migrator is not None and self.migrator.takes(msg):
+                self.router.on_complete(now, msg.request_id)
+                self.migrator.on_failure(now, msg)
+            else:
+                self.frontend.on_completion(now, msg)
+                self.router.on_complete(now, msg.request_id)
         elif isinstance(msg, LoadMetricsMsg):
             self.router.on_metrics(now, msg)
         elif isinstance(msg, ReplayReplyMsg):

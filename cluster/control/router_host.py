@@ -141,7 +141,7 @@ class RouterHost:
         seqs, locals_ = self._hasher.hash_prompt(hash_ids, record.input_length)
         hashes: PromptHashes = (tuple(seqs), tuple(locals_))
         router = self.kv_router
-        decision = router.route(rid, hashes[0], record.input_length, now)
+        decision = router.route(rid, hashes[0], record.input_length + record.carried_tokens, now)
         if decision is None:
             if router.take_rejected():
                 self._reject(now, record, FailureReason.ROUTER_QUEUE_FULL, "router queue is full")

@@ -187,7 +187,7 @@ class NodeHost:
             return
         given = None if msg.block_hashes is None or msg.local_hashes is None else (msg.block_hashes, msg.local_hashes)
         request = RankRequest(msg.request_id, msg.input_length, msg.output_length, msg.hash_ids,
-                              msg.trace_block_size, given)
+                              msg.trace_block_size, given, msg.generated_tokens, msg.last_token_ms)
         refused = h.rank.submit(request, now)
         self._rearm(h)
         if refused is not None:

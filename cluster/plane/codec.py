@@ -119,7 +119,8 @@ def _msg_out(msg: Message) -> list[Any]:
         return [Kind.REQUEST, msg.request_id, msg.worker_id, msg.dp_rank, msg.input_length, msg.output_length,
                 list(msg.hash_ids), msg.trace_block_size, msg.dispatched_ms,
                 None if msg.block_hashes is None else list(msg.block_hashes),
-                None if msg.local_hashes is None else list(msg.local_hashes)]
+                None if msg.local_hashes is None else list(msg.local_hashes), msg.generated_tokens,
+                msg.last_token_ms]
     if isinstance(msg, FirstTokenMsg):
         return [Kind.FIRST_TOKEN, msg.request_id, msg.worker_id, msg.dp_rank, msg.t_ms]
     if isinstance(msg, CompletionMsg):
@@ -161,9 +162,10 @@ def _msg_in(raw: list[Any], trusted: bool = True) -> Message:
     if kind == Kind.KV_BATCH:
         return _batch_in(rest)
     if kind == Kind.REQUEST:
-        rid, w, r, isl, osl, ids, tbs, disp, bh, lh = rest
+        rid, w, r, isl, osl, ids, tbs, disp, bh, lh, *carried = rest
+        gen, last = carried if carried else (0, 0.0)  # a request that never migrated may leave them out
         return RequestMsg(rid, w, r, isl, osl, tuple(ids), tbs, disp, None if bh is None else tuple(bh),
-                          None if lh is None else tuple(lh))
+                          None if lh is None else tuple(lh), gen, last)
     if kind == Kind.FIRST_TOKEN:
         return FirstTokenMsg(*rest)
     if kind == Kind.COMPLETION:

@@ -73,6 +73,10 @@ class RequestMsg:
     """The prompt's full-block sequence hashes, when the router computed them (saves the rank the work)."""
     local_hashes: tuple[int, ...] | None = None
     """Their local (content) hashes, aligned with `block_hashes`."""
+    generated_tokens: int = 0
+    """Tokens generated on the workers it migrated from (the rank prefills them with the prompt)."""
+    last_token_ms: float = 0.0
+    """When the last of those was generated."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ Sections of the scenario layout:
   is from the workers' real caches at the end (blocks missing from / extra in the index,
   per live rank). With stream recovery on it is 0 once every gap was repaired;
 - `run`: when the last request ended (`end_ms`: the run ends then, every request completed,
-  rejected or failed with a reason) and how many requests did not end (`unaccounted`, 0 unless
-  the simulation was cut short);
+  rejected or failed with a reason), how many requests did not end (`unaccounted`, 0 unless
+  the simulation was cut short), and request migrations (`migrations`, `requests_migrated`);
 - `faults`: what was injected, whether it was applied (a fault due after the run ended is not),
   the workers it killed and the requests it cost (each failed request counts for one fault, its cause);
 - `fleet_events`: the fleet changes asked for (scheduled events, the control API) and what came of them.
@@ -205,7 +205,9 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         },
         "summary": summary,
         "requests": dict(sorted(statuses.items())),
-        "run": {"end_ms": end_ms, "unaccounted": statuses.get(TerminalStatus.INCOMPLETE.value, 0)},
+        "run": {"end_ms": end_ms, "unaccounted": statuses.get(TerminalStatus.INCOMPLETE.value, 0),
+                "migrations": sum(len(r.migrated_from) for r in records),
+                "requests_migrated": sum(1 for r in records if r.migrated_from)},
         "workers": workers,
         "nodes": nodes,
         "event_plane": plane,

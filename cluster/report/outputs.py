@@ -32,7 +32,8 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]
 
     Ordered by (arrival_time_ms, request_id); `itl_ms` is the request's TPOT; a worker id
     of -1 (never dispatched) becomes `decode_worker_idx: null`. A request that did not complete also has
-    `reason` (a `FailureReason` value, null while incomplete), `reason_detail` and `cause`.
+    `reason` (a `FailureReason` value, null while incomplete), `reason_detail` and `cause`; a request
+    that migrated has `migrated_from` (the worker ids it left, in order).
     """
     rows: list[dict[str, object]] = []
     for r in sorted(records, key=lambda rec: (rec.arrival_ms, rec.request_id)):
@@ -66,6 +67,8 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]
         if r.terminal_status is not TerminalStatus.COMPLETED:  # why, for every request that did not complete
             rows[-1].update(reason=None if r.reason is None else r.reason.value, reason_detail=r.reason_detail,
                             cause=r.cause)
+        if r.migrated_from:  # the workers it left (request migration)
+            rows[-1]["migrated_from"] = list(r.migrated_from)
     return rows
 
 

@@ -51,6 +51,8 @@ class SimulationSetup:
     """Scheduled kills, for workers added during the run."""
     actions: tuple[FleetAction, ...] = ()
     """Scheduled changes of the fleet (scenario `events:`)."""
+    migration_limits: dict[str, int] = field(default_factory=dict)
+    """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
 
     def __post_init__(self) -> None:
         for g, spec in enumerate(self.ranks):
@@ -107,8 +109,11 @@ class SimulationSetup:
                             fail=control.fail)
         fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
         lossy = self.plane.kv_lossy or bool(self.partitions)
+        limits = self.migration_limits
+        limit_of = (lambda w: limits.get(fleet.lives[w].info.deployment, 0)) if any(limits.values()) else None
         control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
-                     announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults))
+                     announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults),
+                     migration_limit_of=limit_of)
         for action in self.actions:
             action.apply(fleet)
         return control

@@ -97,6 +97,9 @@ class DeploymentSpec(_Strict):
     vgpu: VGpuSpec = Field(default_factory=VGpuSpec)
     placement: Literal["binpack", "spread"] = "binpack"
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    migration_limit: int = Field(0, ge=0, description=(
+        "times a request may move to another worker when its worker dies or drains past a deadline, "
+        "carrying the tokens generated so far (Dynamo's --migration-limit; 0: never)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -301,7 +304,7 @@ class Scenario(_Strict):
 
 def replay_scenario(engine: EngineConfig, num_workers: int, *, router: dict[str, Any] | None = None,
                     workload: dict[str, Any] | None = None, seed: int = 42,
-                    outputs: dict[str, Any] | None = None) -> Scenario:
+                    outputs: dict[str, Any] | None = None, migration_limit: int = 0) -> Scenario:
     """A replay as a scenario: `num_workers` workers of `engine` on abstract GPUs behind one router
     (round robin when `router` is None), on a zero-latency event plane.
 
@@ -312,7 +315,8 @@ def replay_scenario(engine: EngineConfig, num_workers: int, *, router: dict[str,
         "name": "replay", "seed": seed,
         "deployments": [{"name": "agg", "replicas": num_workers, "dp_size": engine.dp_size,
                          "tp_size": engine.tensor_parallel_size,
-                         "engine": engine.model_dump(mode="json", exclude_unset=True)}],
+                         "engine": engine.model_dump(mode="json", exclude_unset=True),
+                         **({"migration_limit": migration_limit} if migration_limit else {})}],
         "router": router if router is not None else {"mode": "round_robin"},
         "workload": workload or {},
     }

@@ -189,7 +189,8 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             concurrency=sc.workload.concurrency, macro_step=macro_step,
                             collect_kv_events=collect_kv_events, kills=kills, partitions=partitions,
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=plans,
-                            actions=_actions(loaded))
+                            actions=_actions(loaded),
+                            migration_limits={d.name: d.migration_limit for d in sc.deployments})
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, listed)
 
 
