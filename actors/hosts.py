@@ -48,9 +48,21 @@ class StepHost:
     def step(self, payload: bytes) -> bytes:
         return self.target.step(payload)
 
-    def open_channel(self, host: str) -> str:
-        """Bind the ZMQ channel on `host` (this node's IP); returns the endpoint to connect to."""
+    def node_id(self) -> str:
+        """The Ray node this actor runs on."""
+        import ray
+
+        node: str = ray.get_runtime_context().get_node_id()
+        return node
+
+    def open_channel(self, host: str = "") -> str:
+        """Bind the ZMQ channel on `host` (empty: this node's IP as Ray knows it); returns the endpoint."""
         import zmq
+
+        if not host:
+            import ray
+
+            host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
 
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PAIR)

@@ -23,9 +23,11 @@ report is byte-identical to the Local runtime's for any number of shards.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -109,27 +111,29 @@ class _Shards:
         self.ray = ray
         if not ray.is_initialized():
             if address is None and os.environ.get("RAY_ADDRESS"):
-                address = "auto"
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            except Exception as exc:  # connection, authentication: one line for the user
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                where = f"at {address}" if address else "locally"
-                raise RuntimeSetupError(f"cannot start or join Ray {where}: {first} (with token authentication, "
-                                        "export RAY_AUTH_MODE=token; see the README)") from None
+                address = os.environ["RAY_ADDRESS"]
+            _join_ray(ray, address)
         actor_cls: Any = ray.remote(num_cpus=0)(StepHost)
+        # Shard k goes to Ray node k mod (alive nodes), so shards spread over a multi-node cluster;
+        # they share nothing but their window messages (no filesystem, no process memory).
+        placement = _node_strategies(ray, len(groups))
         self.actors: list[Any] = [
-            actor_cls.remote(partial(Shard, setup.shard_plan([setup.ranks[g] for g in group]), hosts_control=False))
-            for group in groups]
-        ray.get([a.ready.remote() for a in self.actors])
+            actor_cls.options(scheduling_strategy=placement[k], name=f"clustersim-{os.getpid()}-shard-{k}").remote(
+                partial(Shard, setup.shard_plan([setup.ranks[g] for g in group]), hosts_control=False))
+            for k, group in enumerate(groups)]
+        try:
+            ray.get([a.ready.remote() for a in self.actors])
+            self.nodes: list[str] = ray.get([a.node_id.remote() for a in self.actors])
+            """The Ray node of each shard."""
+        except Exception as exc:
+            raise RuntimeSetupError(f"a node shard was lost while starting: {_first_line(exc)}") from None
         self.channel = channel
         self._serving: list[Any] = []
         self._sockets: list[Any] = []
         if channel == "zmq":
             import zmq
 
-            host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-            endpoints = ray.get([a.open_channel.remote(host) for a in self.actors])
+            endpoints = ray.get([a.open_channel.remote("") for a in self.actors])  # each binds on its node's IP
             self._serving = [a.serve.remote() for a in self.actors]
             ctx: Any = zmq.Context.instance()
             for ep in endpoints:
@@ -138,24 +142,47 @@ class _Shards:
                 sock.connect(ep)
                 self._sockets.append(sock)
 
-    def step(self, work: dict[int, bytes]) -> dict[int, bytes]:
-        """Send each shard in `work` its step payload; return the replies."""
+    def step(self, work: dict[int, bytes], t_ms: float) -> dict[int, bytes]:
+        """Send each shard in `work` its step payload for the window ending at `t_ms`; return the replies.
+
+        Raises:
+            RuntimeSetupError: a shard died or its channel broke (one line: which shard, when).
+        """
         if self.channel == "ray":
             refs = {k: self.actors[k].step.remote(p) for k, p in work.items()}
-            return dict(zip(refs, self.ray.get(list(refs.values()))))
-        for k, p in work.items():
-            self._sockets[k].send(p)
-        return {k: self._recv(k) for k in work}
+            replies: dict[int, bytes] = {}
+            for k, ref in refs.items():
+                try:
+                    replies[k] = self.ray.get(ref)
+                except Exception as exc:  # the actor died (ray.kill, a crash, its node went away)
+                    raise RuntimeSetupError(_lost(k, t_ms, exc)) from None
+            return replies
+        import zmq
 
-    def _recv(self, k: int) -> bytes:
+        try:
+            for k, p in work.items():
+                self._sockets[k].send(p)
+            return {k: self._recv(k, t_ms) for k in work}
+        except zmq.ZMQError as exc:
+            raise RuntimeSetupError(f"the coordinator lost its channel to the node shards in the window "
+                                    f"ending at simulated {_t(t_ms)}: {exc}") from None
+
+    def _recv(self, k: int, t_ms: float) -> bytes:
         import zmq
 
         sock = self._sockets[k]
-        while not sock.poll(5000, zmq.POLLIN):
+        waited_s = 0.0
+        while not sock.poll(_POLL_MS, zmq.POLLIN):
+            waited_s += _POLL_MS / 1000.0
+            if waited_s >= REPLY_TIMEOUT_S:  # alive but silent: the channel is gone
+                raise RuntimeSetupError(_lost(k, t_ms, None) + f" for {waited_s:.0f} s (ZMQ channel lost)")
             ready, _ = self.ray.wait([self._serving[k]], timeout=0)
-            if ready:
-                self.ray.get(ready[0])  # raises the actor's error
-                raise RuntimeSetupError(f"node shard {k} stopped answering")
+            if ready:  # its serving loop ended without answering: it died, or its socket broke
+                try:
+                    self.ray.get(ready[0])
+                except Exception as exc:
+                    raise RuntimeSetupError(_lost(k, t_ms, exc)) from None
+                raise RuntimeSetupError(_lost(k, t_ms, None))
         data: bytes = sock.recv()
         return data
 
@@ -177,6 +204,93 @@ class _Shards:
             sock.close(0)
         for a in self.actors:
             self.ray.kill(a)
+
+
+_POLL_MS = 1000
+"""How often a coordinator waiting for a shard's reply checks that the shard is still there."""
+_CONNECT_TIMEOUT_S = 10.0
+REPLY_TIMEOUT_S = 300.0
+"""A live shard that has not answered a window for this long has lost its channel."""
+
+
+def _t(t_ms: float) -> str:
+    return "the end" if math.isinf(t_ms) else f"t={t_ms:.3f} ms"
+
+
+def _lost(k: int, t_ms: float, exc: BaseException | None) -> str:
+    why = "it stopped answering" if exc is None else _first_line(exc)
+    return f"node shard {k} was lost in the window ending at simulated {_t(t_ms)}: {why}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _join_ray(ray: Any, address: str | None) -> None:
+    """`ray.init` at the address the user gave, loopback included, or a local Ray (None).
+
+    Ray rewrites a loopback address to this machine's outward interface and then looks for a
+    node there; a cluster bound to 127.0.0.1 (`ray start --node-ip-address 127.0.0.1`,
+    `ray.cluster_utils.Cluster`) is not there, and Ray retries for minutes. So the address is
+    checked first (a plain TCP connect, `_CONNECT_TIMEOUT_S`), and a loopback one is used as given.
+    """
+    import socket
+
+    where = f"at {address}" if address else "locally"
+    kwargs: dict[str, Any] = {}
+    host = None
+    if address is not None and address not in ("auto", "local") and "://" not in address:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise RuntimeSetupError(f"--ray-address {address!r}: expected HOST:PORT")
+        try:
+            socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise RuntimeSetupError(f"cannot reach Ray {where}: {exc.strerror or exc} (is the head running, "
+                                    "and is that its GCS port?)") from None
+        if host in ("127.0.0.1", "localhost", "::1"):
+            kwargs["_node_ip_address"] = "127.0.0.1" if host == "localhost" else host
+    from ray._private import services  # the rewrite of loopback addresses lives here
+
+    keep = services.resolve_ip_for_localhost
+    if "_node_ip_address" in kwargs:
+        services.resolve_ip_for_localhost = lambda host: host
+    try:
+        with _quiet_stderr():  # Ray's core logs each retry; the user gets one line if it fails
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **kwargs)
+    except Exception as exc:  # connection, authentication: one line for the user
+        raise RuntimeSetupError(f"cannot start or join Ray {where}: {_first_line(exc)} (with token "
+                                "authentication, export RAY_AUTH_MODE=token; see the README)") from None
+    finally:
+        services.resolve_ip_for_localhost = keep
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null meanwhile (Ray's C++ core writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _node_strategies(ray: Any, count: int) -> list[Any]:
+    """Scheduling strategies putting shard k on alive Ray node k mod n (node id order)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    if len(nodes) <= 1:
+        return [None] * count
+    return [NodeAffinitySchedulingStrategy(nodes[k % len(nodes)], soft=False) for k in range(count)]
 
 
 def run_ray(setup: SimulationSetup, node_of_rank: Sequence[str], shards: int = 1, *,
@@ -210,6 +324,7 @@ def run_ray(setup: SimulationSetup, node_of_rank: Sequence[str], shards: int = 1
     result = finish_run(control, results, counters, num_events, end_ms)
     result.extra["windows"] = windows
     result.extra["shards"] = len(groups)
+    result.extra["shard_nodes"] = pool.nodes
     return result, control
 
 
@@ -226,7 +341,7 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_map:
     bound = [inf] * num_shards
     inbound: list[list[Envelope]] = [[] for _ in range(num_shards)]
     # A first empty window tells the coordinator what each shard has queued (faults, ...).
-    for k, payload in pool.step({k: encode_step(0.0, []) for k in range(num_shards)}).items():
+    for k, payload in pool.step({k: encode_step(0.0, []) for k in range(num_shards)}, 0.0).items():
         _, next_event[k], bound[k] = decode_reply(payload)
     control_h = 0.0
     windows = 0
@@ -244,7 +359,7 @@ def _coordinate(control_shard: Shard, pool: _Shards, num_shards: int, shard_map:
         work = {k: encode_step(horizon, inbound[k]) for k in range(num_shards)
                 if inbound[k] or next_event[k] < horizon}
         inbound = [[] for _ in range(num_shards)]
-        replies = pool.step(work)
+        replies = pool.step(work, horizon)
         arrivals: list[Envelope] = []
         for k, payload in replies.items():
             out, next_event[k], bound[k] = decode_reply(payload)
