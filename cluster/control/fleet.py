@@ -11,7 +11,8 @@ for the planner, chaos tests and scheduled scenario events:
 - `remove_worker(worker, at_ms, drain=True)`: at `at_ms` the router stops sending it requests;
   with `drain` it finishes those already sent, else it stops at once and they fail
   (`worker_removed`). When every rank has stopped its vGPUs are free again.
-A fault that kills a worker ends its life too. Every worker is charged for its lifetime, from
+A fault that kills a worker ends its life too (`restart_worker`: a fresh worker of its deployment is
+added once the loss is known); `drain_worker` is a removal with drain and a deadline. Every worker is charged for its lifetime, from
 its placement to its stop (`lives`); `actions` logs what was asked and what happened.
 Invariant: the router sends a request to a worker only between its ready and its removal.
 """
@@ -93,6 +94,8 @@ class FaultPlan:
     node: str | None
     reason: FailureReason
     detail: str
+    restart: bool = False
+    """A fresh worker of the killed one's deployment is added once its loss is known (restart_worker)."""
 
     def hits(self, info: WorkerInfo) -> bool:
         """A worker with any rank on the node dies whole: its other ranks cannot serve alone."""
@@ -116,6 +119,8 @@ class FleetAction:
     count: int = 1
     drain: bool = True
     cause: str | None = None
+    deadline_ms: float | None = None
+    """A drain's deadline (drain_worker): what still runs then stops (`drain_deadline`)."""
 
     def apply(self, fleet: Fleet) -> None:
         if self.kind == "add":
@@ -124,7 +129,7 @@ class FleetAction:
                 fleet.add_worker(self.deployment, self.at_ms, self.cause)
         elif self.workers:
             for name in self.workers:
-                fleet.remove_worker(name, self.at_ms, self.drain, self.cause)
+                fleet.remove_worker(name, self.at_ms, self.drain, self.cause, self.deadline_ms)
         else:
             assert self.deployment is not None
             fleet.remove_workers(self.deployment, self.count, self.at_ms, self.drain, self.cause)
@@ -164,6 +169,7 @@ class Fleet:
         self._next_index: dict[str, int] = {}
         self._next_gidx = 0
         self._next_key = 0
+        self._restarts = {f"faults.{f.key}" for f in faults if f.restart}
         self._up = 0
         """Workers starting or ready (the router fails requests at once when there is none)."""
         router.serving = lambda: self._up > 0
@@ -202,9 +208,13 @@ class Fleet:
         """At `at_ms`, add a worker of `deployment` (see the module docstring)."""
         self._schedule(at_ms, self._on_add, (deployment, cause))
 
-    def remove_worker(self, worker: str, at_ms: float, drain: bool = True, cause: str | None = None) -> None:
-        """At `at_ms`, remove worker `worker`, draining it or not (see the module docstring)."""
+    def remove_worker(self, worker: str, at_ms: float, drain: bool = True, cause: str | None = None,
+                      deadline_ms: float | None = None) -> None:
+        """At `at_ms`, remove worker `worker`, draining it or not (see the module docstring); a drain
+        with `deadline_ms` stops what still runs that long after (`drain_deadline`)."""
         self._schedule(at_ms, self._on_remove, (worker, drain, cause))
+        if drain and deadline_ms is not None:
+            self._schedule(at_ms + deadline_ms, self._on_deadline, (worker, cause))
 
     def remove_workers(self, deployment: str, count: int, at_ms: float, drain: bool = True,
                        cause: str | None = None) -> None:
@@ -264,6 +274,17 @@ class Fleet:
         self._log(now, "remove_worker", worker=name, drain=drain, outcome="draining" if drain else "stopping",
                   cause=cause)
 
+    def _on_deadline(self, now: float, arg: tuple[str, str | None]) -> None:
+        name, cause = arg
+        life = self._by_name.get(name)
+        if life is None or life.state != "draining":
+            return  # it finished draining in time (or died)
+        for r, g in enumerate(life.info.gidxs):
+            msg = StopRankMsg(life.info.worker_id, r, FailureReason.DRAIN_DEADLINE,
+                              f"worker {name} drained past its deadline", cause)
+            self.plane.send(Topic.CONTROL, CONTROL_ADDR, rank_addr(g), msg, now)
+        self._log(now, "drain_deadline", worker=name, cause=cause)
+
     # ------------------------------------------------------------------ what the nodes say
 
     def on_ready(self, now: float, msg: RankReadyMsg) -> None:
@@ -290,6 +311,8 @@ class Fleet:
             self._end(now, life, "failed", msg.t_ms)
             self._log(now, "worker_failed", worker=life.info.name, failed_ms=msg.t_ms, reason=msg.reason.value,
                       cause=msg.cause)
+            if msg.cause in self._restarts:
+                self._on_add(now, (life.info.deployment, msg.cause))
 
     def _end(self, now: float, life: WorkerLife, state: str, t_ms: float) -> None:
         if life.state in ("starting", "ready"):

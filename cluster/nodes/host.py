@@ -14,7 +14,8 @@
   start of the run until `heartbeat_count` periods after a `ShutdownMsg` (the control plane's
   "workload over"), so batches lost at the tail of a stream are noticed too;
 - faults: a killed rank fails its requests, drops its cache and announces `WorkerDownMsg`; a
-  kill due after the control plane said the workload is over (`ShutdownMsg`) is not applied.
+  kill due after the control plane said the workload is over (`ShutdownMsg`) is not applied;
+  a straggler window (`slow_gpu`) multiplies a rank's pass times (`cluster.nodes.straggler`).
 
 Same-instant order: a rank's START and due events use its global index as key, so the order
 never depends on which other ranks share the shard. `response_bound_ms()` is the earliest time this
@@ -37,6 +38,7 @@ from actors.engine.timing.registry import timing_from_config
 from cluster.nodes.contention import Contention
 from cluster.nodes.hosted import READY_KEY, Hosted, HostOptions, RankStats
 from cluster.nodes.kv_streams import KvStream, KvTap
+from cluster.nodes.straggler import Straggler
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
     CONTROL_ADDR,
@@ -55,6 +57,7 @@ from cluster.plane.ranks import (
     DrainRankMsg,
     RankKill,
     RankReadyMsg,
+    RankSlowdown,
     RankSpec,
     RankStoppedMsg,
     StartRankMsg,
@@ -67,7 +70,8 @@ class NodeHost:
     """Hosts ranks on one loop. See the module docstring."""
 
     def __init__(self, specs: Sequence[RankSpec], loop: EventLoop, plane: PlaneEndpoint, gaps: GapLog,
-                 options: HostOptions = HostOptions(), kills: Sequence[RankKill] = ()) -> None:
+                 options: HostOptions = HostOptions(), kills: Sequence[RankKill] = (),
+                 slowdowns: Sequence[RankSlowdown] = ()) -> None:
         self.loop = loop
         self.plane = plane
         self.gaps = gaps
@@ -80,11 +84,21 @@ class NodeHost:
         self._response_times: list[float] = []
         """Times of queued events that may send a response (the lookahead)."""
         self._heartbeats_on = False
+        self._stragglers: dict[int, Straggler] = {}
+        slowed = {g for sd in slowdowns for g in sd.gidxs}
+        self._slowed = slowed
         for spec in specs:
             self._host(spec).ready = True  # ranks of the initial fleet serve from the start
         self._arm_heartbeats(0.0)
         for kill in kills:
             self._schedule_kill(kill)
+        for sd in slowdowns:
+            mine = tuple(g for g in sd.gidxs if g in self._stragglers)
+            if mine:
+                self.loop.schedule(sd.t_ms, Priority.CONTROL, sd.key, self._on_speed, (mine, sd.factor))
+                self.loop.schedule(sd.until_ms, Priority.CONTROL, sd.key, self._on_speed, (mine, 1.0))
+                heapq.heappush(self._response_times, sd.t_ms)  # re-timed runs end at new times
+                heapq.heappush(self._response_times, sd.until_ms)
 
     def _schedule_kill(self, kill: RankKill) -> None:
         mine = tuple(g for g in kill.gidxs if rank_addr(g) in self._hosted)
@@ -104,7 +118,10 @@ class NodeHost:
     def _host(self, spec: RankSpec) -> Hosted:
         opts = self.options
         timing = spec.timing if spec.timing is not None else timing_from_config(spec.engine)
-        rank = build_rank(spec.engine, timing, self.gaps, self._hashers, spec.worker_id, spec.dp_rank,
+        pass_timing = timing
+        if spec.gidx in self._slowed:
+            pass_timing = self._stragglers[spec.gidx] = Straggler(timing)
+        rank = build_rank(spec.engine, pass_timing, self.gaps, self._hashers, spec.worker_id, spec.dp_rank,
                           macro_step=opts.macro_step, emit_events=opts.publish_kv or opts.collect_kv,
                           publish_ticks=opts.publish_kv)
         stream = KvStream(rank, spec.addr, self.plane, opts.publish_kv, opts.collect_kv, opts.replay_buffer_batches,
@@ -312,6 +329,16 @@ class NodeHost:
                             now)
             if self._contention:
                 self._contention.update(h.spec.gidx, now)
+
+    def _on_speed(self, now: float, arg: tuple[tuple[int, ...], float]) -> None:
+        """A straggler window opens or closes: later passes of these ranks use the new factor."""
+        gidxs, factor = arg
+        for g in gidxs:
+            self._stragglers[g].factor = factor
+            h = self._hosted[rank_addr(g)]
+            if h.alive:
+                h.rank.interrupt(now)
+                self._rearm(h)
 
     def _kill_rank(self, now: float, h: Hosted, reason: FailureReason, detail: str, cause: str | None) -> None:
         """The rank dies now: its KV events so far leave, every request on it fails."""

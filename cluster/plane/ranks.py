@@ -43,6 +43,18 @@ class RankKill:
 
 
 @dataclass(frozen=True, slots=True)
+class RankSlowdown:
+    """From `t_ms` until `until_ms` the ranks with these global indices run `factor` times slower
+    (a straggler fault); a pass keeps the speed it started with. `key`: the fault's index."""
+
+    t_ms: float
+    until_ms: float
+    gidxs: tuple[int, ...]
+    factor: float
+    key: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RankSpec:
     """One (worker, dp_rank) slot to host: what it runs and where.
 

@@ -233,13 +233,14 @@ def _join_ray(ray: Any, address: str | None) -> None:
     Ray rewrites a loopback address to this machine's outward interface and then looks for a
     node there; a cluster bound to 127.0.0.1 (`ray start --node-ip-address 127.0.0.1`,
     `ray.cluster_utils.Cluster`) is not there, and Ray retries for minutes. So the address is
-    checked first (a plain TCP connect, `_CONNECT_TIMEOUT_S`), and a loopback one is used as given.
+    checked first (a plain TCP connect, `_CONNECT_TIMEOUT_S`), and a loopback one is used as given
+    (the GCS is reached there; `ray start --head --node-ip-address 127.0.0.1` may still register
+    its node under the outward IP, which the driver then finds as usual).
     """
     import socket
 
     where = f"at {address}" if address else "locally"
-    kwargs: dict[str, Any] = {}
-    host = None
+    loopback = False
     if address is not None and address not in ("auto", "local") and "://" not in address:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
@@ -250,17 +251,15 @@ def _join_ray(ray: Any, address: str | None) -> None:
         except OSError as exc:
             raise RuntimeSetupError(f"cannot reach Ray {where}: {exc.strerror or exc} (is the head running, "
                                     "and is that its GCS port?)") from None
-        if host in ("127.0.0.1", "localhost", "::1"):
-            kwargs["_node_ip_address"] = "127.0.0.1" if host == "localhost" else host
+        loopback = host in ("127.0.0.1", "localhost", "::1")
     from ray._private import services  # the rewrite of loopback addresses lives here
 
     keep = services.resolve_ip_for_localhost
-    if "_node_ip_address" in kwargs:
+    if loopback:  # the driver still finds its node by Ray's own means (a head may register either IP)
         services.resolve_ip_for_localhost = lambda host: host
     try:
         with _quiet_stderr():  # Ray's core logs each retry; the user gets one line if it fails
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     **kwargs)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # connection, authentication: one line for the user
         raise RuntimeSetupError(f"cannot start or join Ray {where}: {_first_line(exc)} (with token "
                                 "authentication, export RAY_AUTH_MODE=token; see the README)") from None

@@ -20,7 +20,7 @@ from cluster.nodes.hosted import HostOptions
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import Partition
 from cluster.plane.messages import CONTROL_ADDR, Topic
-from cluster.plane.ranks import RankKill, RankSpec
+from cluster.plane.ranks import RankKill, RankSlowdown, RankSpec
 from cluster.runtime.shard import ShardPlan
 from cluster.sim.clock import EventLoop
 from cluster.workload.model import Workload
@@ -51,6 +51,8 @@ class SimulationSetup:
     """Scheduled kills, for workers added during the run."""
     actions: tuple[FleetAction, ...] = ()
     """Scheduled changes of the fleet (scenario `events:`)."""
+    slowdowns: tuple[RankSlowdown, ...] = ()
+    """Straggler windows (slow_gpu faults)."""
     migration_limits: dict[str, int] = field(default_factory=dict)
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
 
@@ -98,7 +100,7 @@ class SimulationSetup:
 
     def shard_plan(self, ranks: Sequence[RankSpec]) -> ShardPlan:
         return ShardPlan(self.plane, self.seed, tuple(ranks), self.host_options(), self.kills, self.partitions,
-                         self.subscribers())
+                         self.subscribers(), self.slowdowns)
 
     def build_control(self, loop: EventLoop, plane: PlaneEndpoint,
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:

@@ -31,7 +31,7 @@ from cluster.plane.codec import decode, encode
 from cluster.plane.endpoint import EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import LinkCounters, Partition
 from cluster.plane.messages import CONTROL_ADDR, Envelope, Message, Topic
-from cluster.plane.ranks import RankKill, RankSpec
+from cluster.plane.ranks import RankKill, RankSlowdown, RankSpec
 from cluster.sim.clock import EventLoop
 
 
@@ -46,6 +46,7 @@ class ShardPlan:
     kills: tuple[RankKill, ...] = ()
     partitions: tuple[Partition, ...] = ()
     subscribers: tuple[tuple[Topic, tuple[int, ...]], ...] = ()
+    slowdowns: tuple[RankSlowdown, ...] = ()
 
 
 @dataclass
@@ -93,7 +94,8 @@ class Shard:
         self.plane = PlaneEndpoint(plan.plane, plan.seed, self.loop, local, self._deliver, plan.partitions)
         for topic, addrs in plan.subscribers:
             self.plane.subscribe(topic, addrs)
-        self.nodes = NodeHost(plan.ranks, self.loop, self.plane, self.gaps, plan.options, plan.kills)
+        self.nodes = NodeHost(plan.ranks, self.loop, self.plane, self.gaps, plan.options, plan.kills,
+                              plan.slowdowns)
         self.control: ControlHost | None = None
 
     def attach_control(self, control_factory: Callable[[EventLoop, PlaneEndpoint], ControlHost]) -> ControlHost:

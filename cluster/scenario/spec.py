@@ -31,7 +31,7 @@ placements and unknown MIG profiles are caught when the cluster is built
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -175,15 +175,30 @@ class PlannerSpec(_Strict):
 
 
 class _FaultBase(_Strict):
+    """A fault: `kind` is its key in the file and in the world builder's registry (`FAULT_KINDS`)."""
+
+    kind: ClassVar[str]
     at_s: float = Field(ge=0.0)
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        """The field that names targets, and the nodes and workers it names (checked at load)."""
+        return self.kind, [], []
 
 
 class KillNodeFault(_FaultBase):
+    kind = "kill_node"
     kill_node: str
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        return self.kind, [self.kill_node], []
 
 
 class KillWorkerFault(_FaultBase):
+    kind = "kill_worker"
     kill_worker: str
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        return self.kind, [], [self.kill_worker]
 
 
 class PartitionTarget(_Strict):
@@ -195,10 +210,65 @@ class PartitionFault(_FaultBase):
     """The nodes cannot exchange messages with the rest: KV events and metrics sent meanwhile are
     lost; requests and responses wait for the partition to heal (TCP retransmits)."""
 
+    kind = "partition"
     partition: PartitionTarget
 
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        return "partition.nodes", list(self.partition.nodes), []
 
-Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault]
+
+class DrainTarget(_Strict):
+    worker: str
+    deadline_s: float | None = Field(None, gt=0.0, description="then what is still running stops (drain_deadline)")
+
+
+class DrainWorkerFault(_FaultBase):
+    """Graceful shutdown: the worker gets no new requests and finishes its own; at the deadline the
+    rest fail with `drain_deadline` (they migrate, with a migration limit)."""
+
+    kind = "drain_worker"
+    drain_worker: DrainTarget
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        return "drain_worker.worker", [], [self.drain_worker.worker]
+
+
+class RestartWorkerFault(_FaultBase):
+    """The worker is killed; a fresh worker of its deployment is placed when its loss is known and
+    serves after the engine's `startup_time`."""
+
+    kind = "restart_worker"
+    restart_worker: str
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        return self.kind, [], [self.restart_worker]
+
+
+class SlowTarget(_Strict):
+    node: str | None = None
+    worker: str | None = None
+    factor: float = Field(gt=0.0, description="pass times are multiplied by it (2: half speed)")
+    duration_s: float = Field(gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "SlowTarget":
+        if (self.node is None) == (self.worker is None):
+            raise ValueError("give node or worker, not both")
+        return self
+
+
+class SlowGpuFault(_FaultBase):
+    """A straggler: the ranks of a node (or of one worker) run `factor` times slower for a window."""
+
+    kind = "slow_gpu"
+    slow_gpu: SlowTarget
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        t = self.slow_gpu
+        return ("slow_gpu.node", [t.node], []) if t.node is not None else ("slow_gpu.worker", [], [t.worker or ""])
+
+
+Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault]
 
 
 class AddWorkers(_Strict):
@@ -291,14 +361,13 @@ class Scenario(_Strict):
         nodes = {n for g in self.cluster.nodes for n in g.node_names()} if self.cluster is not None else set()
         workers = {f"{d.name}-{i}" for d in self.deployments for i in range(d.replicas)}
         for k, f in enumerate(self.faults):
-            if isinstance(f, KillNodeFault) and f.kill_node not in nodes:
-                raise ValueError(f"faults.{k}.kill_node: no node named {f.kill_node!r}")
-            if isinstance(f, KillWorkerFault) and f.kill_worker not in workers:
-                raise ValueError(f"faults.{k}.kill_worker: no worker named {f.kill_worker!r}")
-            if isinstance(f, PartitionFault):
-                for n in f.partition.nodes:
-                    if n not in nodes:
-                        raise ValueError(f"faults.{k}.partition.nodes: no node named {n!r}")
+            field_name, named_nodes, named_workers = f.targets()
+            for n in named_nodes:
+                if n not in nodes:
+                    raise ValueError(f"faults.{k}.{field_name}: no node named {n!r}")
+            for w in named_workers:
+                if w not in workers:
+                    raise ValueError(f"faults.{k}.{field_name}: no worker named {w!r}")
         return self
 
 

@@ -7,7 +7,7 @@
    describes their ranks (`cluster.scenario.deploy.WorkerBuilder`: vGPUs, timing, KV blocks,
    co-tenant groups);
 3. loads the workload (`cluster.workload.load`) and refuses a prompt no rank could ever hold;
-4. turns faults into rank kills and event-plane partitions;
+4. turns faults into rank kills, partitions, slowdowns and fleet actions (`FAULT_KINDS`, by kind);
 5. creates the router, seeded by the one seed scheme (`cluster.sim.seeds`).
 Every failure is a `ScenarioError` naming the scenario file (if any) and the field.
 
@@ -16,17 +16,27 @@ The result is deterministic: same scenario, same world (names, ids, placement, s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from actors.engine.records import FailureReason
 from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
 from cluster.plane.links import Partition
-from cluster.plane.ranks import RankKill, RankSpec
+from cluster.plane.ranks import RankSlowdown, RankSpec
 from cluster.runtime.setup import SimulationSetup
 from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
-from cluster.scenario.spec import AddWorkersEvent, KillNodeFault, KillWorkerFault, PartitionFault
+from cluster.scenario.spec import (
+    AddWorkersEvent,
+    DrainWorkerFault,
+    Fault,
+    KillNodeFault,
+    KillWorkerFault,
+    PartitionFault,
+    RestartWorkerFault,
+    SlowGpuFault,
+)
 from cluster.sim.seeds import component_seed
 from cluster.workload.load import LoadedWorkload, load_workload
 from cluster.workload.model import Workload, WorkloadError
@@ -122,31 +132,81 @@ def _actions(loaded: LoadedScenario) -> tuple[FleetAction, ...]:
     return tuple(out)
 
 
-def _faults(loaded: LoadedScenario, workers: list[WorkerInfo]) -> tuple[
-        tuple[FaultPlan, ...], tuple[RankKill, ...], tuple[Partition, ...], list[dict[str, object]]]:
-    """The scenario's faults: kill plans (workers added during the run learn of them too), the
-    kills of the initial workers, partitions, and the report's list."""
-    plans: list[FaultPlan] = []
-    partitions: list[Partition] = []
-    listed: list[dict[str, object]] = []
+@dataclass
+class _FaultBuild:
+    """What the scenario's faults become: kill plans (workers added during the run learn of them too),
+    partitions, slowdowns, fleet actions, and the report's list."""
+
+    workers: list[WorkerInfo]
+    plans: list[FaultPlan] = field(default_factory=list)
+    partitions: list[Partition] = field(default_factory=list)
+    slowdowns: list[RankSlowdown] = field(default_factory=list)
+    actions: list[FleetAction] = field(default_factory=list)
+    listed: list[dict[str, object]] = field(default_factory=list)
+
+    def worker(self, name: str) -> WorkerInfo:
+        return next(w for w in self.workers if w.name == name)
+
+
+def _kill_worker(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, KillWorkerFault)
+    b.plans.append(FaultPlan(t, k, f.kill_worker, None, FailureReason.WORKER_KILLED, f"worker {f.kill_worker} killed"))
+    b.listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker})
+
+
+def _kill_node(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, KillNodeFault)
+    b.plans.append(FaultPlan(t, k, None, f.kill_node, FailureReason.WORKER_KILLED, f"node {f.kill_node} killed"))
+    b.listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node})
+
+
+def _restart_worker(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, RestartWorkerFault)
+    b.plans.append(FaultPlan(t, k, f.restart_worker, None, FailureReason.WORKER_KILLED,
+                             f"worker {f.restart_worker} restarted", restart=True))
+    b.listed.append({"at_ms": t, "kind": "restart_worker", "target": f.restart_worker})
+
+
+def _partition(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, PartitionFault)
+    names = set(f.partition.nodes)
+    until = t + f.partition.duration_s * 1000.0
+    b.partitions.append(Partition(t, until, nodes=frozenset(names)))
+    b.listed.append({"at_ms": t, "kind": "partition", "target": sorted(names), "until_ms": until})
+
+
+def _drain_worker(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, DrainWorkerFault)
+    d = f.drain_worker
+    deadline = None if d.deadline_s is None else d.deadline_s * 1000.0
+    b.actions.append(FleetAction(t, "remove", None, (d.worker,), 1, True, f"faults.{k}", deadline_ms=deadline))
+    b.listed.append({"at_ms": t, "kind": "drain_worker", "target": d.worker, "deadline_ms": deadline})
+
+
+def _slow_gpu(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, SlowGpuFault)
+    g = f.slow_gpu
+    hit = [w for w in b.workers if w.name == g.worker or (g.node is not None and g.node in w.rank_nodes)]
+    gidxs = tuple(x for w in hit for x in w.gidxs)
+    until = t + g.duration_s * 1000.0
+    b.slowdowns.append(RankSlowdown(t, until, gidxs, g.factor, k))
+    b.listed.append({"at_ms": t, "kind": "slow_gpu", "target": g.node or g.worker, "until_ms": until,
+                     "factor": g.factor, "workers": [w.name for w in hit]})
+
+
+FAULT_KINDS: dict[str, Callable[[_FaultBuild, int, float, Fault], None]] = {
+    "kill_worker": _kill_worker, "kill_node": _kill_node, "restart_worker": _restart_worker,
+    "partition": _partition, "drain_worker": _drain_worker, "slow_gpu": _slow_gpu,
+}
+"""Fault kind (the scenario key) -> what it adds to the run."""
+
+
+def _faults(loaded: LoadedScenario, workers: list[WorkerInfo]) -> _FaultBuild:
+    b = _FaultBuild(workers)
     for k, f in enumerate(loaded.scenario.faults):
-        t = f.at_s * 1000.0
-        cause = f"faults.{k}"
-        if isinstance(f, KillWorkerFault):
-            plans.append(FaultPlan(t, k, f.kill_worker, None, FailureReason.WORKER_KILLED,
-                                   f"worker {f.kill_worker} killed"))
-            listed.append({"at_ms": t, "kind": "kill_worker", "target": f.kill_worker, "id": cause})
-        elif isinstance(f, KillNodeFault):
-            plans.append(FaultPlan(t, k, None, f.kill_node, FailureReason.WORKER_KILLED, f"node {f.kill_node} killed"))
-            listed.append({"at_ms": t, "kind": "kill_node", "target": f.kill_node, "id": cause})
-        else:
-            assert isinstance(f, PartitionFault)
-            names = set(f.partition.nodes)
-            partitions.append(Partition(t, t + f.partition.duration_s * 1000.0, nodes=frozenset(names)))
-            listed.append({"at_ms": t, "kind": "partition", "target": sorted(names),
-                           "until_ms": t + f.partition.duration_s * 1000.0, "id": cause})
-    kills = tuple(p.kill(tuple(g for w in workers if p.hits(w) for g in w.gidxs)) for p in plans)
-    return tuple(plans), kills, tuple(partitions), listed
+        FAULT_KINDS[f.kind](b, k, f.at_s * 1000.0, f)
+        b.listed[-1]["id"] = f"faults.{k}"
+    return b
 
 
 def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_events: bool = False,
@@ -184,14 +244,15 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
     first = ranks[0].engine
     router_config = sc.router.router_config(first.max_num_batched_tokens)
     kv_router = KvRouter(router_config, block_size=first.block_size_tokens, seed=component_seed(sc.seed, "router"))
-    plans, kills, partitions, listed = _faults(loaded, workers)
+    faults = _faults(loaded, workers)
+    kills = tuple(p.kill(tuple(g for w in workers if p.hits(w) for g in w.gidxs)) for p in faults.plans)
     setup = SimulationSetup(loaded_wl.workload, ranks, kv_router, seed=sc.seed, plane=sc.event_plane,
                             concurrency=sc.workload.concurrency, macro_step=macro_step,
-                            collect_kv_events=collect_kv_events, kills=kills, partitions=partitions,
-                            mirror_kv=mirror_kv, workers=workers, source=builder, faults=plans,
-                            actions=_actions(loaded),
+                            collect_kv_events=collect_kv_events, kills=kills, partitions=tuple(faults.partitions),
+                            mirror_kv=mirror_kv, workers=workers, source=builder, faults=tuple(faults.plans),
+                            actions=_actions(loaded) + tuple(faults.actions), slowdowns=tuple(faults.slowdowns),
                             migration_limits={d.name: d.migration_limit for d in sc.deployments})
-    return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, listed)
+    return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
 
 
 def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[RankSpec]) -> None:

@@ -1,0 +1,88 @@
+"""Fault kinds beyond kills and partitions: drain_worker (graceful, with a deadline), restart_worker
+(killed, then a fresh worker after startup_time), slow_gpu (stragglers for a window); one registry."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.engine.records import FailureReason, TerminalStatus
+from cluster.scenario.load import load_scenario
+from cluster.scenario.spec import Fault, ScenarioError
+from cluster.scenario.world import FAULT_KINDS
+from tests.scenario_helpers import run_report, scenario, write
+
+
+def _busy(*faults: dict[str, Any], limit: int = 0) -> dict[str, Any]:
+    """Long outputs, so workers hold requests when a fault comes."""
+    sc = scenario(faults=list(faults))
+    sc["workload"]["synthetic"].update(output_tokens=200, output_stddev=0)
+    sc["deployments"][0]["migration_limit"] = limit
+    sc["deployments"][0]["engine"]["startup_time"] = 0.1
+    return sc
+
+
+def test_every_fault_kind_is_registered() -> None:
+    kinds = {cls.kind for cls in typing.get_args(Fault)}
+    assert kinds == set(FAULT_KINDS)
+
+
+def test_a_drain_finishes_what_it_has_and_its_deadline_fails_the_rest(tmp_path: Path) -> None:
+    graceful = run_report(tmp_path, _busy({"at_s": 0.3, "drain_worker": {"worker": "agg-1"}}))
+    assert all(r.terminal_status is TerminalStatus.COMPLETED for r in graceful["_records"])
+    life = {w["name"]: w for w in graceful["workers"]}["agg-1"]
+    assert life["state"] == "stopped" and life["stopped_ms"] > 300.0
+    assert not [r for r in graceful["_records"] if r.worker_id == 1 and r.dispatched_ms > 300.0]
+
+    hard = run_report(tmp_path, _busy({"at_s": 0.3, "drain_worker": {"worker": "agg-1", "deadline_s": 0.005}}))
+    cut = [r for r in hard["_records"] if r.reason is FailureReason.DRAIN_DEADLINE]
+    assert cut and all(r.cause == "faults.0" and r.terminal_ms >= 305.0 for r in cut)
+    assert hard["faults"][0]["requests_failed"] == len(cut)
+    assert {w["name"]: w for w in hard["workers"]}["agg-1"]["stopped_ms"] == pytest.approx(305.5)
+
+    moved = run_report(tmp_path, _busy({"at_s": 0.3, "drain_worker": {"worker": "agg-1", "deadline_s": 0.005}},
+                                       limit=1))
+    assert all(r.terminal_status is TerminalStatus.COMPLETED for r in moved["_records"])
+    assert {r.request_id for r in moved["_records"] if r.migrated_from == [1]} == {r.request_id for r in cut}
+
+
+def test_a_restarted_worker_comes_back_after_its_startup_time(tmp_path: Path) -> None:
+    report = run_report(tmp_path, _busy({"at_s": 0.3, "restart_worker": "agg-2"}))
+    workers = {w["name"]: w for w in report["workers"]}
+    assert workers["agg-2"]["state"] == "failed"
+    fresh = workers["agg-8"]
+    assert fresh["state"] == "ready" and fresh["ready_ms"] == pytest.approx(300.5 + 100.0 + 0.5)
+    assert fresh["completed_requests"] > 0
+    assert report["faults"][0]["workers"] == ["agg-2"]
+    assert report["run"]["unaccounted"] == 0
+
+
+def test_a_straggler_window_slows_only_its_ranks_and_only_meanwhile(tmp_path: Path) -> None:
+    window = {"node": "n-3", "duration_s": 0.4}
+    base = run_report(tmp_path, _busy())
+    same = run_report(tmp_path, _busy({"at_s": 0.2, "slow_gpu": {**window, "factor": 1.0}}))
+    slow = run_report(tmp_path, _busy({"at_s": 0.2, "slow_gpu": {**window, "factor": 5.0}}))
+    assert [r.terminal_ms for r in same["_records"]] == [r.terminal_ms for r in base["_records"]]
+    assert slow["faults"][0]["workers"] == ["agg-3", "agg-7"]
+
+    def e2e(report: dict[str, Any], workers: set[int]) -> float:
+        rs = [r for r in report["_records"] if r.worker_id in workers and 200.0 <= r.dispatched_ms < 600.0]
+        assert rs
+        return sum(r.terminal_ms - r.dispatched_ms for r in rs) / len(rs)
+
+    assert e2e(slow, {3, 7}) > 1.2 * e2e(base, {3, 7})  # the window covers part of their lives
+    before = [r.terminal_ms for r in base["_records"] if r.terminal_ms < 200.0]
+    assert before == [r.terminal_ms for r in slow["_records"] if r.terminal_ms < 200.0]
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ({"at_s": 1, "drain_worker": {"worker": "nope"}}, "faults.0.drain_worker.worker: no worker named 'nope'"),
+    ({"at_s": 1, "restart_worker": "nope"}, "faults.0.restart_worker: no worker named 'nope'"),
+    ({"at_s": 1, "slow_gpu": {"node": "x", "factor": 2, "duration_s": 1}}, "faults.0.slow_gpu.node: no node named 'x'"),
+])
+def test_a_fault_naming_nothing_is_refused_before_the_run(tmp_path: Path, fault: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message.replace(".", r"\.")):
+        load_scenario(write(tmp_path, scenario(faults=[fault])))
