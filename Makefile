@@ -22,10 +22,13 @@ test: $(VENV)/.installed
 soak: $(VENV)/.installed
 	$(PY) -m pytest -q -m soak
 
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos.soak --schedules $(or $(SCHEDULES),1000)
+
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/replay_speed.py
 
-.PHONY: install demo test soak typecheck bench
+.PHONY: install demo test soak chaos typecheck bench

@@ -33,6 +33,7 @@ def loopback_cluster() -> Iterator[str]:
     from cluster.runtime.ray import _join_ray
 
     os.environ.pop("RAY_ADDRESS", None)
+    ray.shutdown()  # a driver of another cluster (an earlier test) lets go first
     args = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 80_000_000}
     cluster = Cluster(initialize_head=True, head_node_args={**args, "include_dashboard": False})
     for _ in range(2):
