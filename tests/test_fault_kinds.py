@@ -78,6 +78,17 @@ def test_a_straggler_window_slows_only_its_ranks_and_only_meanwhile(tmp_path: Pa
     assert before == [r.terminal_ms for r in slow["_records"] if r.terminal_ms < 200.0]
 
 
+def test_a_restarted_router_rebuilds_its_index_from_the_workers(tmp_path: Path) -> None:
+    base = run_report(tmp_path, _busy())
+    report = run_report(tmp_path, _busy({"at_s": 0.5, "restart_router": True}))
+    sync = report["event_plane"]["kv_sync"]
+    assert sync["replay_requests"] >= 8 and sync["batches_replayed"] > 0  # every serving rank replays
+    assert report["event_plane"]["index"]["ranks_diverged"] == 0
+    assert {"at_ms": 500.0, "kind": "router_restarted", "cause": "faults.0"} in report["fleet_events"]
+    # after the rebuild the router sees the same caches, so it routes as it would have
+    assert [r.worker_id for r in report["_records"]] == [r.worker_id for r in base["_records"]]
+
+
 @pytest.mark.parametrize(("fault", "message"), [
     ({"at_s": 1, "drain_worker": {"worker": "nope"}}, "faults.0.drain_worker.worker: no worker named 'nope'"),
     ({"at_s": 1, "restart_worker": "nope"}, "faults.0.restart_worker: no worker named 'nope'"),

@@ -113,7 +113,7 @@ class FleetAction:
 
     at_ms: float
     kind: str
-    """"add" | "remove"."""
+    """"add" | "remove" | "restart_router"."""
     deployment: str | None = None
     workers: tuple[str, ...] = ()
     count: int = 1
@@ -123,7 +123,9 @@ class FleetAction:
     """A drain's deadline (drain_worker): what still runs then stops (`drain_deadline`)."""
 
     def apply(self, fleet: Fleet) -> None:
-        if self.kind == "add":
+        if self.kind == "restart_router":
+            fleet.restart_router(self.at_ms, self.cause)
+        elif self.kind == "add":
             assert self.deployment is not None
             for _ in range(self.count):
                 fleet.add_worker(self.deployment, self.at_ms, self.cause)
@@ -221,6 +223,10 @@ class Fleet:
         """At `at_ms`, remove the `count` newest serving or starting workers of `deployment`."""
         self._schedule(at_ms, self._on_remove_newest, (deployment, count, drain, cause))
 
+    def restart_router(self, at_ms: float, cause: str | None = None) -> None:
+        """At `at_ms` the router restarts: its index is rebuilt from the workers' streams."""
+        self._schedule(at_ms, self._on_restart_router, cause)
+
     # ------------------------------------------------------------------ actions
 
     def _log(self, now: float, kind: str, **fields: object) -> None:
@@ -273,6 +279,10 @@ class Fleet:
             self.plane.send(Topic.CONTROL, CONTROL_ADDR, rank_addr(g), msg, now)
         self._log(now, "remove_worker", worker=name, drain=drain, outcome="draining" if drain else "stopping",
                   cause=cause)
+
+    def _on_restart_router(self, now: float, cause: str | None) -> None:
+        self.router.restart(now)
+        self._log(now, "router_restarted", cause=cause)
 
     def _on_deadline(self, now: float, arg: tuple[str, str | None]) -> None:
         name, cause = arg

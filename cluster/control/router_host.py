@@ -122,6 +122,16 @@ class RouterHost:
         self.kv_router.remove_worker(worker_id)
         self.drain(now)
 
+    def restart(self, now: float) -> None:
+        """The router restarts (`restart_router` fault): its prefix index is lost, and rebuilt from
+        the serving workers' KV streams (each replays from its first batch, or sends a snapshot)."""
+        if not self.subscribes_kv:
+            return
+        self._now = now
+        for w, r in self.kv_router.workers():
+            self.kv_router.resync_slot(w, r, (), 0, now)  # empty, expecting the stream from its start
+            self.subscriber.restart(w, r)
+
     @property
     def subscribes_kv(self) -> bool:
         """Whether ranks must publish KV events for this router."""

@@ -127,6 +127,13 @@ class KvSubscriber:
         self._slots.pop((worker_id, dp_rank), None)
         self._seen.pop((worker_id, dp_rank), None)
 
+    def restart(self, worker_id: int, dp_rank: int) -> None:
+        """The subscriber restarted and knows nothing of the slot: with recovery, ask for the whole
+        stream again (a replay from seq 0, or a snapshot when the buffer no longer reaches back)."""
+        self.forget(worker_id, dp_rank)
+        if self.recovery:
+            self._ask((worker_id, dp_rank), self._state((worker_id, dp_rank)))
+
     def expected(self, worker_id: int, dp_rank: int) -> int:
         """The next seq the slot's stream needs."""
         st = self._slots.get((worker_id, dp_rank))

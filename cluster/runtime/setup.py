@@ -110,7 +110,8 @@ class SimulationSetup:
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery,
                             fail=control.fail)
         fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
-        lossy = self.plane.kv_lossy or bool(self.partitions)
+        # A restarted router asks for replays, whose replies may ask again: stream messages can trigger sends.
+        lossy = self.plane.kv_lossy or bool(self.partitions) or any(a.kind == "restart_router" for a in self.actions)
         limits = self.migration_limits
         limit_of = (lambda w: limits.get(fleet.lives[w].info.deployment, 0)) if any(limits.values()) else None
         control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,

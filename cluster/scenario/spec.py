@@ -268,7 +268,16 @@ class SlowGpuFault(_FaultBase):
         return ("slow_gpu.node", [t.node], []) if t.node is not None else ("slow_gpu.worker", [], [t.worker or ""])
 
 
-Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault]
+class RestartRouterFault(_FaultBase):
+    """The router restarts: its prefix index is lost and rebuilt by resync from the workers' KV
+    streams (`restart_router: true`)."""
+
+    kind = "restart_router"
+    restart_router: Literal[True]
+
+
+Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault,
+              RestartRouterFault]
 
 
 class AddWorkers(_Strict):

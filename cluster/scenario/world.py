@@ -194,9 +194,15 @@ def _slow_gpu(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
                      "factor": g.factor, "workers": [w.name for w in hit]})
 
 
+def _restart_router(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    b.actions.append(FleetAction(t, "restart_router", cause=f"faults.{k}"))
+    b.listed.append({"at_ms": t, "kind": "restart_router", "target": "router"})
+
+
 FAULT_KINDS: dict[str, Callable[[_FaultBuild, int, float, Fault], None]] = {
     "kill_worker": _kill_worker, "kill_node": _kill_node, "restart_worker": _restart_worker,
     "partition": _partition, "drain_worker": _drain_worker, "slow_gpu": _slow_gpu,
+    "restart_router": _restart_router,
 }
 """Fault kind (the scenario key) -> what it adds to the run."""
 

@@ -54,6 +54,7 @@ FAULTS = st.one_of(
     st.builds(lambda t, w: {"at_s": t, "restart_worker": w}, _at, st.sampled_from(WORKERS)),
     st.builds(lambda t, n, f, d: {"at_s": t, "slow_gpu": {"node": n, "factor": f, "duration_s": d}}, _at,
               st.sampled_from(NODES), st.sampled_from([0.5, 2.0, 5.0]), _duration),
+    st.builds(lambda t: {"at_s": t, "restart_router": True}, _at),
 )
 """One fault of any kind, at a random time and target."""
 
