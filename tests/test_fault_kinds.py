@@ -89,10 +89,26 @@ def test_a_restarted_router_rebuilds_its_index_from_the_workers(tmp_path: Path) 
     assert [r.worker_id for r in report["_records"]] == [r.worker_id for r in base["_records"]]
 
 
+def test_a_degraded_link_is_slower_and_loses_kv_events_the_router_recovers(tmp_path: Path) -> None:
+    base = run_report(tmp_path, _busy())
+    slow = run_report(tmp_path, _busy({"at_s": 0.0, "degrade_link": {"topic": "responses", "latency_ms": 20,
+                                                                       "duration_s": 10}}))
+    # every first token crosses the slowed response stream: 20 ms more than the fastest one before
+    fastest = min(r.ttft_ms for r in base["_records"])
+    assert min(r.ttft_ms for r in slow["_records"]) >= fastest + 20.0
+    lossy = run_report(tmp_path, _busy({"at_s": 0.2, "degrade_link": {"nodes": ["n-1"], "topic": "kv_events",
+                                                                        "loss": 0.5, "duration_s": 0.5}}))
+    plane = lossy["event_plane"]
+    assert plane["links"]["kv_events"]["lost"] > 0 and plane["kv_sync"]["replay_requests"] > 0
+    assert plane["index"]["ranks_diverged"] == 0
+    assert all(r.terminal_status is TerminalStatus.COMPLETED for r in lossy["_records"])
+
+
 @pytest.mark.parametrize(("fault", "message"), [
     ({"at_s": 1, "drain_worker": {"worker": "nope"}}, "faults.0.drain_worker.worker: no worker named 'nope'"),
     ({"at_s": 1, "restart_worker": "nope"}, "faults.0.restart_worker: no worker named 'nope'"),
     ({"at_s": 1, "slow_gpu": {"node": "x", "factor": 2, "duration_s": 1}}, "faults.0.slow_gpu.node: no node named 'x'"),
+    ({"at_s": 1, "degrade_link": {"topic": "requests", "loss": 0.5, "duration_s": 1}}, "faults.0"),  # 'requests' is reliable
 ])
 def test_a_fault_naming_nothing_is_refused_before_the_run(tmp_path: Path, fault: dict[str, Any], message: str) -> None:
     with pytest.raises(ScenarioError, match=message.replace(".", r"\.")):

@@ -121,15 +121,32 @@ class LinkSpec(_Frozen):
 @dataclass(frozen=True, slots=True)
 class Partition:
     """From `start_ms` until `end_ms`, the addresses in `isolated` and every rank on the `nodes` cannot
-    reach the rest, nor be reached (ranks started during the run on those nodes included)."""
+    reach the rest, nor be reached (ranks started during the run on those nodes included).
+
+    With `blocks=False` it is a degradation instead (`degrade_link`): the links crossing that
+    boundary (or, with no addresses and nodes, every link) of `topics` (empty: all) get
+    `extra_latency_ms` more latency, and pub/sub messages are lost with probability `loss`.
+    """
 
     start_ms: float
     end_ms: float
     isolated: frozenset[int] = frozenset()
     nodes: frozenset[str] = frozenset()
+    blocks: bool = True
+    extra_latency_ms: float = 0.0
+    loss: float = 0.0
+    topics: frozenset[str] = frozenset()
+    """Topic values (`Topic.value`) it applies to; empty: every topic."""
 
     def isolates(self, addr: int, node: str | None) -> bool:
         return addr in self.isolated or (node is not None and node in self.nodes)
+
+    def affects(self, topic: Topic, src: int, src_node: str | None, dst: int, dst_node: str | None) -> bool:
+        if self.topics and topic.value not in self.topics:
+            return False
+        if not self.blocks and not self.isolated and not self.nodes:
+            return True
+        return self.isolates(src, src_node) != self.isolates(dst, dst_node)
 
 
 @dataclass(slots=True)
@@ -159,10 +176,11 @@ class Link:
         self.src = src
         self.dst = dst
         self._pubsub = topic.pubsub
-        self._partitions = tuple(p for p in partitions if p.isolates(src, src_node) != p.isolates(dst, dst_node))
+        self._partitions = tuple(p for p in partitions if p.affects(topic, src, src_node, dst, dst_node))
         # Deterministic links draw nothing: no generator (cheap at thousands of links).
+        lossy_window = self._pubsub and any(p.loss > 0.0 for p in self._partitions)
         self._rng: np.random.Generator | None = (
-            None if spec.deterministic else component_rng(seed, f"link/{topic.value}/{src}/{dst}"))
+            None if spec.deterministic and not lossy_window else component_rng(seed, f"link/{topic.value}/{src}/{dst}"))
         self._const = spec.latency.ms if isinstance(spec.latency, ConstantLatency) else None
         self._last_arrival = -math.inf
         self._counters = counters
@@ -191,12 +209,19 @@ class Link:
             c.delivered += 1
             return [t_send + self._const]  # type: ignore[operator]
         start = t_send
+        extra = 0.0
+        window_loss = 0.0
         for p in self._partitions:
             if p.start_ms <= t_send < p.end_ms:
+                if not p.blocks:  # a degraded link: slower, and lossy for pub/sub
+                    extra += p.extra_latency_ms
+                    window_loss = max(window_loss, p.loss)
+                    continue
                 c.partitioned += 1
                 if self._pubsub:
                     return []
                 start = max(start, p.end_ms)
+        start += extra
         if not self._pubsub:
             arrival = max(start + self._latency(), self._last_arrival)
             self._last_arrival = arrival
@@ -207,6 +232,9 @@ class Link:
         if rng is None:
             c.delivered += 1
             return [start + self._latency()]
+        if window_loss and rng.random() < window_loss:
+            c.lost += 1
+            return []
         if spec.loss and rng.random() < spec.loss:
             c.lost += 1
             return []

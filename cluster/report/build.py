@@ -183,7 +183,7 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         at_ms = f["at_ms"]
         assert isinstance(at_ms, float)
         entry["applied"] = bool(hit) or (end_ms is not None and at_ms <= end_ms)
-        if f["kind"] != "partition":
+        if f["kind"] not in ("partition", "degrade_link"):
             entry.setdefault("workers", hit)  # killed by it; a slowdown lists the workers it slowed
         entry["requests_failed"] = failed_by_cause.get(str(f["id"]), 0)
         faults.append(entry)

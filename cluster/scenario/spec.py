@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from actors.engine.config import TIMING_TYPES, EngineConfig, RooflineTimingConfig, TimingConfig
 from cluster.hardware.virtualization import VirtualizationConfig
 from cluster.plane.endpoint import EventPlaneConfig
+from cluster.plane.messages import Topic
 from cluster.workload.spec import WorkloadSpec
 from router.config import KvRouterConfig, parse_router_mode
 
@@ -268,6 +269,32 @@ class SlowGpuFault(_FaultBase):
         return ("slow_gpu.node", [t.node], []) if t.node is not None else ("slow_gpu.worker", [], [t.worker or ""])
 
 
+class DegradeTarget(_Strict):
+    nodes: list[str] = Field(default_factory=list, description="links to and from these nodes; none: every link")
+    topic: Topic | None = Field(None, description="only this topic's links")
+    latency_ms: float = Field(0.0, ge=0.0, description="added to the links' latency")
+    loss: float = Field(0.0, ge=0.0, le=1.0, description="pub/sub messages lost (kv_events, metrics)")
+    duration_s: float = Field(gt=0.0)
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> "DegradeTarget":
+        if self.topic is not None and self.loss > 0.0 and not self.topic.pubsub:
+            raise ValueError(f"loss: topic {self.topic.value!r} is reliable (only kv_events and metrics lose messages)")
+        if self.latency_ms == 0.0 and self.loss == 0.0:
+            raise ValueError("give latency_ms or loss")
+        return self
+
+
+class DegradeLinkFault(_FaultBase):
+    """For a window, links (of a topic, to and from some nodes) are slower and pub/sub ones lossy."""
+
+    kind = "degrade_link"
+    degrade_link: DegradeTarget
+
+    def targets(self) -> tuple[str, list[str], list[str]]:
+        return "degrade_link.nodes", list(self.degrade_link.nodes), []
+
+
 class RestartRouterFault(_FaultBase):
     """The router restarts: its prefix index is lost and rebuilt by resync from the workers' KV
     streams (`restart_router: true`)."""
@@ -277,7 +304,7 @@ class RestartRouterFault(_FaultBase):
 
 
 Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault,
-              RestartRouterFault]
+              RestartRouterFault, DegradeLinkFault]
 
 
 class AddWorkers(_Strict):

@@ -29,6 +29,7 @@ from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
 from cluster.scenario.spec import (
     AddWorkersEvent,
+    DegradeLinkFault,
     DrainWorkerFault,
     Fault,
     KillNodeFault,
@@ -194,6 +195,18 @@ def _slow_gpu(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
                      "factor": g.factor, "workers": [w.name for w in hit]})
 
 
+def _degrade_link(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, DegradeLinkFault)
+    d = f.degrade_link
+    until = t + d.duration_s * 1000.0
+    topics = frozenset({d.topic.value}) if d.topic is not None else frozenset()
+    b.partitions.append(Partition(t, until, nodes=frozenset(d.nodes), blocks=False, extra_latency_ms=d.latency_ms,
+                                  loss=d.loss, topics=topics))
+    b.listed.append({"at_ms": t, "kind": "degrade_link", "target": sorted(d.nodes) or "all",
+                     "topic": None if d.topic is None else d.topic.value, "latency_ms": d.latency_ms, "loss": d.loss,
+                     "until_ms": until})
+
+
 def _restart_router(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
     b.actions.append(FleetAction(t, "restart_router", cause=f"faults.{k}"))
     b.listed.append({"at_ms": t, "kind": "restart_router", "target": "router"})
@@ -202,7 +215,7 @@ def _restart_router(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
 FAULT_KINDS: dict[str, Callable[[_FaultBuild, int, float, Fault], None]] = {
     "kill_worker": _kill_worker, "kill_node": _kill_node, "restart_worker": _restart_worker,
     "partition": _partition, "drain_worker": _drain_worker, "slow_gpu": _slow_gpu,
-    "restart_router": _restart_router,
+    "restart_router": _restart_router, "degrade_link": _degrade_link,
 }
 """Fault kind (the scenario key) -> what it adds to the run."""
 

@@ -55,6 +55,11 @@ FAULTS = st.one_of(
     st.builds(lambda t, n, f, d: {"at_s": t, "slow_gpu": {"node": n, "factor": f, "duration_s": d}}, _at,
               st.sampled_from(NODES), st.sampled_from([0.5, 2.0, 5.0]), _duration),
     st.builds(lambda t: {"at_s": t, "restart_router": True}, _at),
+    st.builds(lambda t, n, topic, lat, loss, d: {"at_s": t, "degrade_link": {
+        "nodes": n, "topic": topic, "latency_ms": lat, "loss": loss if topic in ("kv_events", "metrics") else 0.0,
+        "duration_s": d}}, _at, st.lists(st.sampled_from(NODES), max_size=2, unique=True),
+        st.sampled_from(["kv_events", "metrics", "requests", "responses"]), st.sampled_from([1.0, 5.0, 30.0]),
+        st.sampled_from([0.0, 0.2, 0.5]), _duration),
 )
 """One fault of any kind, at a random time and target."""
 
@@ -120,7 +125,7 @@ def run(sc: dict[str, Any], runtime: str = "local", shards: int = 1) -> Outcome:
             v.append(f"request {r.request_id} migrated {len(r.migrated_from)} times")
     # 3. with recovery on, the router's index equals the live workers' caches (no partition open at the end)
     index = report["event_plane"]["index"]
-    open_at_end = any(f["kind"] == "partition" and f["until_ms"] >= report["run"]["end_ms"] - 50.0
+    open_at_end = any(f["kind"] in ("partition", "degrade_link") and f["until_ms"] >= report["run"]["end_ms"] - 50.0
                       for f in report["faults"])
     if index is not None and not open_at_end and index["ranks_diverged"]:
         v.append(f"router index differs from the caches: {index}")
