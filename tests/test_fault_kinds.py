@@ -11,7 +11,8 @@ import pytest
 
 from actors.engine.records import FailureReason, TerminalStatus
 from cluster.scenario.load import load_scenario
-from cluster.scenario.spec import Fault, ScenarioError
+from cluster.scenario.faults import Fault
+from cluster.scenario.spec import ScenarioError
 from cluster.scenario.world import FAULT_KINDS
 from tests.scenario_helpers import run_report, scenario, write
 
@@ -102,6 +103,32 @@ def test_a_degraded_link_is_slower_and_loses_kv_events_the_router_recovers(tmp_p
     assert plane["links"]["kv_events"]["lost"] > 0 and plane["kv_sync"]["replay_requests"] > 0
     assert plane["index"]["ranks_diverged"] == 0
     assert all(r.terminal_status is TerminalStatus.COMPLETED for r in lossy["_records"])
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_node_switching_mode_drains_switches_and_its_workers_are_placed_again(tmp_path: Path, fail: bool) -> None:
+    mig = {"mode": "mig", "profiles": ["3g.40gb", "2g.20gb", "1g.10gb"]}
+    sc = _busy({"at_s": 0.3, "switch_mode": {"node": "n-0", "virtualization": mig, "switch_s": 0.2, "fail": fail}})
+    sc["cluster"]["nodes"][0]["count"] = 3
+    sc["deployments"][0]["replicas"] = 4  # agg-0 and agg-3 on n-0
+    before = {n["name"]: n for n in run_report(tmp_path, _busy())["nodes"]}
+    report = run_report(tmp_path, sc)
+    events = report["fleet_events"]
+    drained = next(e for e in events if e["kind"] == "switch_mode")
+    assert drained["workers"] == ["agg-0", "agg-3"] and drained["outcome"] == "draining"
+    stopped = max(e["stopped_ms"] for e in events if e["kind"] == "worker_stopped")
+    done = next(e for e in events if e["kind"] == "switch_done")
+    assert done["at_ms"] == pytest.approx(stopped + 0.5 + 200.0)  # switching for switch_s once drained
+    assert done["status"] == ("switch-failed" if fail else "ready")
+    added = [e for e in events if e["kind"] == "add_worker"]
+    assert [e["outcome"] for e in added] == ["placed", "placed"] and all(e["at_ms"] == done["at_ms"] for e in added)
+    node = {n["name"]: n for n in report["nodes"]}["n-0"]
+    assert node["status"] == done["status"]
+    if fail:
+        assert node["vgpus"] == 0
+    else:
+        assert node["vgpus"] != before["n-0"]["vgpus"]  # the new layout's vGPUs
+    assert all(r.terminal_status is TerminalStatus.COMPLETED for r in report["_records"])
 
 
 @pytest.mark.parametrize(("fault", "message"), [

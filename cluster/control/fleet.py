@@ -83,6 +83,18 @@ class WorkerSource(Protocol):
         """Give the worker's vGPUs back."""
         ...
 
+    def switch_node(self, node: str, cfg: Any, now_ms: float, switch_ms: float, fail: bool) -> list[str]:
+        """Start a node's virtualization mode switch; the workers it must drain first (ValueError: refused)."""
+        ...
+
+    def switch_done_ms(self, node: str) -> float | None:
+        """When the node's switch completes (None: still draining)."""
+        ...
+
+    def complete_switch(self, node: str, now_ms: float) -> str:
+        """Finish the switch; the node's status (`ready`, or `switch-failed`)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class FaultPlan:
@@ -113,7 +125,7 @@ class FleetAction:
 
     at_ms: float
     kind: str
-    """"add" | "remove" | "restart_router"."""
+    """"add" | "remove" | "restart_router" | "switch_mode"."""
     deployment: str | None = None
     workers: tuple[str, ...] = ()
     count: int = 1
@@ -121,10 +133,16 @@ class FleetAction:
     cause: str | None = None
     deadline_ms: float | None = None
     """A drain's deadline (drain_worker): what still runs then stops (`drain_deadline`)."""
+    switch: tuple[Any, float, bool] | None = None
+    """A node mode switch (switch_mode; `workers` holds the node): (virtualization, switch ms, fail)."""
 
     def apply(self, fleet: Fleet) -> None:
         if self.kind == "restart_router":
             fleet.restart_router(self.at_ms, self.cause)
+        elif self.kind == "switch_mode":
+            assert self.switch is not None
+            fleet.switch_mode(self.workers[0], self.at_ms, *self.switch, deadline_ms=self.deadline_ms,
+                              cause=self.cause)
         elif self.kind == "add":
             assert self.deployment is not None
             for _ in range(self.count):
@@ -171,7 +189,12 @@ class Fleet:
         self._next_index: dict[str, int] = {}
         self._next_gidx = 0
         self._next_key = 0
+        self.over = False
+        """The workload is over (every request ended): actions due later are not applied."""
         self._restarts = {f"faults.{f.key}" for f in faults if f.restart}
+        self._switching: dict[str, tuple[str | None, list[str]]] = {}
+        """Nodes switching mode: the fault, and the deployments of the workers drained for it."""
+        self._switch_timed: set[str] = set()
         self._up = 0
         """Workers starting or ready (the router fails requests at once when there is none)."""
         router.serving = lambda: self._up > 0
@@ -201,10 +224,19 @@ class Fleet:
 
     def _schedule(self, at_ms: float, handler: Callable[[float, Any], None], arg: object) -> None:
         at_ms = max(at_ms, self.loop.now_ms)
-        self.loop.schedule(at_ms, Priority.CONTROL, _ACTION_KEY + self._next_key, handler, arg)
+        self.loop.schedule(at_ms, Priority.CONTROL, _ACTION_KEY + self._next_key, self._unless_over, (handler, arg))
         self._next_key += 1
         if self._send_times is not None:  # an action sends messages: the Ray runtime's lookahead
             heapq.heappush(self._send_times, at_ms)
+
+    def _unless_over(self, now: float, item: tuple[Callable[[float, Any], None], object]) -> None:
+        """Once the workload is over (`over`), nothing changes the fleet any more: an action due
+        then is logged as not applied (a worker added now would serve nothing, forever)."""
+        handler, arg = item
+        if self.over:
+            self._log(now, "not_applied", action=handler.__name__.removeprefix("_on_"), reason="the run is over")
+            return
+        handler(now, arg)
 
     def add_worker(self, deployment: str, at_ms: float, cause: str | None = None) -> None:
         """At `at_ms`, add a worker of `deployment` (see the module docstring)."""
@@ -280,6 +312,48 @@ class Fleet:
         self._log(now, "remove_worker", worker=name, drain=drain, outcome="draining" if drain else "stopping",
                   cause=cause)
 
+    def switch_mode(self, node: str, at_ms: float, cfg: Any, switch_ms: float, fail: bool = False,
+                    deadline_ms: float | None = None, cause: str | None = None) -> None:
+        """At `at_ms`, switch `node` to virtualization `cfg`: its workers drain (with a deadline, what
+        still runs then stops and may migrate), the node is `switching` for `switch_ms`, then its new
+        vGPUs appear and as many workers of the drained ones' deployments are placed again (anywhere);
+        with `fail` the node ends `switch-failed` and stays out (the workers are placed elsewhere)."""
+        self._schedule(at_ms, self._on_switch, (node, cfg, switch_ms, fail, deadline_ms, cause))
+
+    def _on_switch(self, now: float, arg: tuple[str, Any, float, bool, float | None, str | None]) -> None:
+        node, cfg, switch_ms, fail, deadline_ms, cause = arg
+        assert self.source is not None
+        try:
+            names = self.source.switch_node(node, cfg, now, switch_ms, fail)
+        except ValueError as exc:
+            self._log(now, "switch_mode", node=node, outcome="refused", detail=str(exc), cause=cause)
+            return
+        self._switching[node] = (cause, [self._by_name[n].info.deployment for n in names if n in self._by_name])
+        self._log(now, "switch_mode", node=node, outcome="draining", workers=names, cause=cause)
+        for name in names:
+            self._on_remove(now, (name, True, cause))
+            if deadline_ms is not None:
+                self._schedule(now + deadline_ms, self._on_deadline, (name, cause))
+        self._watch_switches()
+
+    def _watch_switches(self) -> None:
+        """Schedule the end of every switch whose node has drained."""
+        assert self.source is not None
+        for node in sorted(self._switching):
+            done = self.source.switch_done_ms(node)
+            if done is not None and node not in self._switch_timed:
+                self._switch_timed.add(node)
+                self._schedule(done, self._on_switch_done, node)
+
+    def _on_switch_done(self, now: float, node: str) -> None:
+        assert self.source is not None
+        status = self.source.complete_switch(node, now)
+        self._switch_timed.discard(node)
+        cause, deployments = self._switching.pop(node)
+        self._log(now, "switch_done", node=node, status=status, cause=cause)
+        for deployment in deployments:  # the drained workers come back, on the new vGPUs or elsewhere
+            self._on_add(now, (deployment, cause))
+
     def _on_restart_router(self, now: float, cause: str | None) -> None:
         self.router.restart(now)
         self._log(now, "router_restarted", cause=cause)
@@ -321,7 +395,7 @@ class Fleet:
             self._end(now, life, "failed", msg.t_ms)
             self._log(now, "worker_failed", worker=life.info.name, failed_ms=msg.t_ms, reason=msg.reason.value,
                       cause=msg.cause)
-            if msg.cause in self._restarts:
+            if msg.cause in self._restarts and not self.over:
                 self._on_add(now, (life.info.deployment, msg.cause))
 
     def _end(self, now: float, life: WorkerLife, state: str, t_ms: float) -> None:
@@ -332,6 +406,8 @@ class Fleet:
         self.router.remove_worker(now, life.info.worker_id)
         if self.source is not None:
             self.source.free(life.info.name, now)
+        if self._switching:  # a node switching mode may have drained now
+            self._watch_switches()
         if not self._up:  # nothing left to serve what waits in the router queue
             self.router.fail_pending(now, f"no worker is serving or starting (the last, {life.info.name}, "
                                           f"{'failed' if state == 'failed' else 'stopped'})", life.failed_by)

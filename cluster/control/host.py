@@ -73,7 +73,8 @@ class ControlHost:
         self.fleet = fleet
         self.frontend = Frontend(workload, self.loop, router.route, concurrency, on_done=on_done,
                                  send_times=self.send_times,
-                                 on_finished=self._announce_shutdown if announce_shutdown else None)
+                                 on_finished=self._finished)
+        self._announce = announce_shutdown
         if migration_limit_of is not None:
             self.migrator = Migrator(self.frontend, router, migration_limit_of)
         # Which deliveries can make this shard send (the Ray runtime's lookahead depends on it).
@@ -104,6 +105,12 @@ class ControlHost:
                          record.dispatched_ms, hashes[0], hashes[1], carried.output_length,
                          carried.last_token_ms or 0.0)
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
+
+    def _finished(self, now: float) -> None:
+        """The last request ended: the fleet changes no more; the ranks are told if they must be."""
+        self.fleet.over = True
+        if self._announce:
+            self._announce_shutdown(now)
 
     def _announce_shutdown(self, now: float) -> None:
         for addr in self.fleet.addresses():

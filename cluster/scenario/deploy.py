@@ -27,6 +27,7 @@ from cluster.plane.ranks import RankSpec
 if TYPE_CHECKING:  # the hardware rooms load only when a cluster or a roofline model needs them
     from cluster.hardware.models import ModelArch
     from cluster.hardware.node import Node
+    from cluster.hardware.virtualization import VirtualizationConfig
     from cluster.hardware.placement import Placer
     from cluster.hardware.virtualization import VGpu
 from cluster.scenario.load import LoadedScenario
@@ -92,6 +93,32 @@ class WorkerBuilder:
     def free(self, name: str, now_ms: float) -> None:
         if self.placer is not None:
             self.placer.free(name, now_ms)
+
+    # ---- node mode switches (switch_mode faults; the fleet drives them) ----
+    def _node(self, name: str) -> Node:
+        assert self.placer is not None, "mode switches need a cluster"
+        return next(n for n in self.placer.nodes if n.name == name)
+
+    def switch_node(self, node: str, cfg: VirtualizationConfig, now_ms: float, switch_ms: float,
+                    fail: bool) -> list[str]:
+        """Start switching `node` to virtualization `cfg`; the workers to drain first.
+
+        Raises:
+            ValueError: the mode is refused for the node's hardware, or it is switching already.
+        """
+        return self._node(node).request_switch(cfg, now_ms, switch_ms, fail)
+
+    def switch_done_ms(self, node: str) -> float | None:
+        """When the node's switch completes (None: it is still draining, or not switching)."""
+        return self._node(node).next_timer_ms()
+
+    def complete_switch(self, node: str, now_ms: float) -> str:
+        """Finish the switch: the new vGPUs appear (or the node stays out); the node's status."""
+        n = self._node(node)
+        n.on_timer(now_ms)
+        assert self.placer is not None
+        self.placer._refresh([n])  # its fullness changed with its vGPUs
+        return n.status
 
     def _resolved(self, k: int, dep: DeploymentSpec) -> EngineConfig:
         """The deployment's engine config with its table paths resolved against the scenario."""

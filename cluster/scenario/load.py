@@ -54,7 +54,7 @@ class LoadedScenario:
 
 _UNION_TAGS = frozenset({
     "KillNodeFault", "KillWorkerFault", "PartitionFault", "DrainWorkerFault", "RestartWorkerFault", "SlowGpuFault", "RestartRouterFault",
-    "DegradeLinkFault",
+    "DegradeLinkFault", "SwitchModeFault",
     "AddWorkersEvent", "RemoveWorkersEvent", *TIMING_TYPES, "constant", "uniform", "normal", "lognormal", "exponential", "default", "mig", "hami-core",
     "fractional", "cambricon-dynamic-smlu", "cambricon-env-share"})
 """Union member names pydantic puts into error locations (see `describe_validation_error`)."""

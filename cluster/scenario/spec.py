@@ -31,14 +31,25 @@ placements and unknown MIG profiles are caught when the cluster is built
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actors.engine.config import TIMING_TYPES, EngineConfig, RooflineTimingConfig, TimingConfig
 from cluster.hardware.virtualization import VirtualizationConfig
 from cluster.plane.endpoint import EventPlaneConfig
-from cluster.plane.messages import Topic
+from cluster.scenario.faults import (  # noqa: F401 - the scenario's fault models, re-exported
+    DegradeLinkFault,
+    DrainWorkerFault,
+    Fault,
+    KillNodeFault,
+    KillWorkerFault,
+    PartitionFault,
+    RestartRouterFault,
+    RestartWorkerFault,
+    SlowGpuFault,
+    SwitchModeFault,
+)
 from cluster.workload.spec import WorkloadSpec
 from router.config import KvRouterConfig, parse_router_mode
 
@@ -173,138 +184,6 @@ class PlannerSpec(_Strict):
         if v:
             raise ValueError("the SLA planner is not built yet; use enabled: false")
         return v
-
-
-class _FaultBase(_Strict):
-    """A fault: `kind` is its key in the file and in the world builder's registry (`FAULT_KINDS`)."""
-
-    kind: ClassVar[str]
-    at_s: float = Field(ge=0.0)
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        """The field that names targets, and the nodes and workers it names (checked at load)."""
-        return self.kind, [], []
-
-
-class KillNodeFault(_FaultBase):
-    kind = "kill_node"
-    kill_node: str
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        return self.kind, [self.kill_node], []
-
-
-class KillWorkerFault(_FaultBase):
-    kind = "kill_worker"
-    kill_worker: str
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        return self.kind, [], [self.kill_worker]
-
-
-class PartitionTarget(_Strict):
-    nodes: list[str] = Field(min_length=1)
-    duration_s: float = Field(gt=0.0)
-
-
-class PartitionFault(_FaultBase):
-    """The nodes cannot exchange messages with the rest: KV events and metrics sent meanwhile are
-    lost; requests and responses wait for the partition to heal (TCP retransmits)."""
-
-    kind = "partition"
-    partition: PartitionTarget
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        return "partition.nodes", list(self.partition.nodes), []
-
-
-class DrainTarget(_Strict):
-    worker: str
-    deadline_s: float | None = Field(None, gt=0.0, description="then what is still running stops (drain_deadline)")
-
-
-class DrainWorkerFault(_FaultBase):
-    """Graceful shutdown: the worker gets no new requests and finishes its own; at the deadline the
-    rest fail with `drain_deadline` (they migrate, with a migration limit)."""
-
-    kind = "drain_worker"
-    drain_worker: DrainTarget
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        return "drain_worker.worker", [], [self.drain_worker.worker]
-
-
-class RestartWorkerFault(_FaultBase):
-    """The worker is killed; a fresh worker of its deployment is placed when its loss is known and
-    serves after the engine's `startup_time`."""
-
-    kind = "restart_worker"
-    restart_worker: str
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        return self.kind, [], [self.restart_worker]
-
-
-class SlowTarget(_Strict):
-    node: str | None = None
-    worker: str | None = None
-    factor: float = Field(gt=0.0, description="pass times are multiplied by it (2: half speed)")
-    duration_s: float = Field(gt=0.0)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> "SlowTarget":
-        if (self.node is None) == (self.worker is None):
-            raise ValueError("give node or worker, not both")
-        return self
-
-
-class SlowGpuFault(_FaultBase):
-    """A straggler: the ranks of a node (or of one worker) run `factor` times slower for a window."""
-
-    kind = "slow_gpu"
-    slow_gpu: SlowTarget
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        t = self.slow_gpu
-        return ("slow_gpu.node", [t.node], []) if t.node is not None else ("slow_gpu.worker", [], [t.worker or ""])
-
-
-class DegradeTarget(_Strict):
-    nodes: list[str] = Field(default_factory=list, description="links to and from these nodes; none: every link")
-    topic: Topic | None = Field(None, description="only this topic's links")
-    latency_ms: float = Field(0.0, ge=0.0, description="added to the links' latency")
-    loss: float = Field(0.0, ge=0.0, le=1.0, description="pub/sub messages lost (kv_events, metrics)")
-    duration_s: float = Field(gt=0.0)
-
-    @model_validator(mode="after")
-    def _meaningful(self) -> "DegradeTarget":
-        if self.topic is not None and self.loss > 0.0 and not self.topic.pubsub:
-            raise ValueError(f"loss: topic {self.topic.value!r} is reliable (only kv_events and metrics lose messages)")
-        if self.latency_ms == 0.0 and self.loss == 0.0:
-            raise ValueError("give latency_ms or loss")
-        return self
-
-
-class DegradeLinkFault(_FaultBase):
-    """For a window, links (of a topic, to and from some nodes) are slower and pub/sub ones lossy."""
-
-    kind = "degrade_link"
-    degrade_link: DegradeTarget
-
-    def targets(self) -> tuple[str, list[str], list[str]]:
-        return "degrade_link.nodes", list(self.degrade_link.nodes), []
-
-
-class RestartRouterFault(_FaultBase):
-    """The router restarts: its prefix index is lost and rebuilt by resync from the workers' KV
-    streams (`restart_router: true`)."""
-
-    kind = "restart_router"
-    restart_router: Literal[True]
-
-
-Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault,
-              RestartRouterFault, DegradeLinkFault]
 
 
 class AddWorkers(_Strict):

@@ -27,8 +27,8 @@ from cluster.plane.ranks import RankSlowdown, RankSpec
 from cluster.runtime.setup import SimulationSetup
 from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
-from cluster.scenario.spec import (
-    AddWorkersEvent,
+from cluster.scenario.spec import AddWorkersEvent
+from cluster.scenario.faults import (
     DegradeLinkFault,
     DrainWorkerFault,
     Fault,
@@ -37,6 +37,7 @@ from cluster.scenario.spec import (
     PartitionFault,
     RestartWorkerFault,
     SlowGpuFault,
+    SwitchModeFault,
 )
 from cluster.sim.seeds import component_seed
 from cluster.workload.load import LoadedWorkload, load_workload
@@ -207,6 +208,16 @@ def _degrade_link(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
                      "until_ms": until})
 
 
+def _switch_mode(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
+    assert isinstance(f, SwitchModeFault)
+    m = f.switch_mode
+    deadline = None if m.drain_deadline_s is None else m.drain_deadline_s * 1000.0
+    b.actions.append(FleetAction(t, "switch_mode", workers=(m.node,), cause=f"faults.{k}", deadline_ms=deadline,
+                                 switch=(m.virtualization, m.switch_s * 1000.0, m.fail)))
+    b.listed.append({"at_ms": t, "kind": "switch_mode", "target": m.node, "mode": m.virtualization.mode,
+                     "switch_ms": m.switch_s * 1000.0, "fail": m.fail})
+
+
 def _restart_router(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
     b.actions.append(FleetAction(t, "restart_router", cause=f"faults.{k}"))
     b.listed.append({"at_ms": t, "kind": "restart_router", "target": "router"})
@@ -215,7 +226,7 @@ def _restart_router(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
 FAULT_KINDS: dict[str, Callable[[_FaultBuild, int, float, Fault], None]] = {
     "kill_worker": _kill_worker, "kill_node": _kill_node, "restart_worker": _restart_worker,
     "partition": _partition, "drain_worker": _drain_worker, "slow_gpu": _slow_gpu,
-    "restart_router": _restart_router, "degrade_link": _degrade_link,
+    "restart_router": _restart_router, "degrade_link": _degrade_link, "switch_mode": _switch_mode,
 }
 """Fault kind (the scenario key) -> what it adds to the run."""
 

@@ -60,6 +60,10 @@ FAULTS = st.one_of(
         "duration_s": d}}, _at, st.lists(st.sampled_from(NODES), max_size=2, unique=True),
         st.sampled_from(["kv_events", "metrics", "requests", "responses"]), st.sampled_from([1.0, 5.0, 30.0]),
         st.sampled_from([0.0, 0.2, 0.5]), _duration),
+    st.builds(lambda t, n, d, fail, dl: {"at_s": t, "switch_mode": {
+        "node": n, "virtualization": {"mode": "mig", "profiles": ["3g.40gb", "3g.40gb"]}, "switch_s": d,
+        "fail": fail, "drain_deadline_s": dl}}, _at, st.sampled_from(NODES), _duration, st.booleans(),
+        st.one_of(st.none(), _duration)),
 )
 """One fault of any kind, at a random time and target."""
 
