@@ -107,3 +107,33 @@ def test_kv_event_lag_reaches_the_router() -> None:
     lagged = workers(run_synthetic_trace_replay(512, 4, 40, kv_event_lag_ms=1000.0, **common))
     # with a 1 s lag the router sees no cached prefix during the 200 ms run, so it places requests differently
     assert prompt != lagged
+
+
+def _vs_reference() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "vs_reference.py"
+    spec = importlib.util.spec_from_file_location("vs_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vs_reference_cases_bind_to_the_api_and_errors_are_relative() -> None:
+    """benchmarks/vs_reference.py's grid is made of valid calls of the shared API (no run here)."""
+    import inspect
+
+    bench = _vs_reference()
+    for name, case in bench.CASES.items():
+        kwargs = {k: v for k, v in case.items() if k not in ("synthetic", "trace")}
+        if "trace" in case:
+            inspect.signature(run_trace_replay).bind(case["trace"], **kwargs)
+        else:
+            inspect.signature(run_synthetic_trace_replay).bind(*case["synthetic"], **kwargs)
+    assert bench.rel_err(101.0, 100.0) == pytest.approx(0.01) and bench.rel_err(None, None) == 0.0
+    rows = {k: (e, ok) for k, e, _, ok in bench.compare({"a": 103.0, "b": 1.0}, [{"a": 100.0, "b": 1.0},
+                                                                                   {"a": 104.0, "b": 1.0}])}
+    assert rows["a"] == (pytest.approx(1 / 102), True) and rows["b"] == (0.0, True)
+    off = bench.compare({"a": 110.0}, [{"a": 100.0}])
+    assert off[0][3] is False
