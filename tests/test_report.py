@@ -33,16 +33,26 @@ GOODPUT_KEYS = {"goodput_completed_requests", "goodput_request_throughput_rps", 
 # ---------------------------------------------------------------- order statistics
 
 
-def test_nearest_rank_percentiles_of_one_to_ten() -> None:
+def test_percentiles_of_one_to_ten() -> None:
     s = weighted_stats(list(range(10, 0, -1)))  # unsorted input on purpose
-    # n = 10: median = sorted[5]; p75 = sorted[ceil(7.5)-1 = 7]; p90 = sorted[8]; p95, p99 = sorted[9]
+    # n = 10: index round(q * 9): median 4.5 -> 5; p75 6.75 -> 7; p90 8.1 -> 8; p95 8.55, p99 8.91 -> 9
     assert (s["median"], s["p75"], s["p90"], s["p95"], s["p99"]) == (6.0, 8.0, 9.0, 10.0, 10.0)
     assert (s["min"], s["max"], s["mean"]) == (1.0, 10.0, 5.5)
     assert s["std"] == pytest.approx(math.sqrt(8.25))  # population: mean of (x - 5.5)^2 = 8.25
 
 
-def test_nearest_rank_has_no_float_off_by_one() -> None:
-    """ceil(0.99 * 100) and friends must be exact: p99 of 1..100 is 99, p95 of 1..20 is 19."""
+def test_percentiles_equal_the_reference_on_recorded_runs() -> None:
+    """The reference's TTFT percentiles of five runs (n = 7..101, recorded once) from their per-request TTFTs:
+    index round(q * (n - 1)), half away from zero; nearest rank ceil(q * n) - 1 misses some of them."""
+    data = json.loads((Path(__file__).parent / "data" / "reference_percentiles.json").read_text())
+    for case in data["cases"]:
+        got = weighted_stats(case["ttft_ms"])
+        for key, want in case["summary"].items():
+            assert got[key.removesuffix("_ttft_ms")] == want, (len(case["ttft_ms"]), key)
+
+
+def test_percentiles_have_no_float_off_by_one() -> None:
+    """round(0.99 * 99) and friends: p99 of 1..100 is 99, p95 of 1..20 is 19."""
     s100 = weighted_stats(np.arange(1, 101))
     assert (s100["median"], s100["p75"], s100["p90"], s100["p95"], s100["p99"]) == (51.0, 75.0, 90.0, 95.0, 99.0)
     s20 = weighted_stats(np.arange(1, 21))
@@ -83,7 +93,7 @@ def test_weighted_equals_expanded(pairs: list[tuple[float, int]]) -> None:
     ordered = sorted(expanded)
     n = len(ordered)
     assert want["median"] == ordered[n // 2]
-    assert want["p90"] == ordered[-(-90 * n // 100) - 1]  # ceil(0.9 n) - 1, exactly
+    assert want["p90"] == ordered[int(math.floor(0.9 * (n - 1) + 0.5))]  # round(0.9 (n - 1)), half up
     for key in ("min", "max", "median", "p75", "p90", "p95", "p99"):
         assert got[key] == want[key]
     assert got["mean"] == pytest.approx(float(np.mean(expanded)), rel=1e-9, abs=1e-6)
@@ -154,7 +164,7 @@ def test_summary_values_by_hand() -> None:
     assert s["prefill_worker_seconds"] == 0.0 and s["decode_worker_seconds"] == pytest.approx(3 * 0.035)
     assert (s["prefill_gpus_per_worker"], s["decode_gpus_per_worker"]) == (0, 2)
     assert s["gpu_hours"] == pytest.approx(3 * 0.035 * 2 / 3600)
-    assert s["power_w"] is None and s["power_coverage"] == 0.0
+    assert s["power_w"] is None and s["power_coverage"] is None
     assert s["processed_tokens_per_s"] == pytest.approx(2000.0)
     assert s["processed_output_tokens_per_s"] == pytest.approx(4 / 0.202)
     assert s["prefix_cache_reused_ratio"] == pytest.approx((40 + 250 + 500) / (100 + 600 + 1000))

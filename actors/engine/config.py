@@ -1,7 +1,9 @@
 """Engine configuration: the reference mocker's engine keys (facts §0), validated.
 
-`EngineConfig` is what `--extra-engine-args` parses into. Unknown keys are
-rejected; every error names its field. Defaults are the reference's (1.6.1).
+`EngineConfig` is what `--extra-engine-args` parses into. It also takes the reference's flat
+`MockEngineArgs` spellings and the 1.6.1 nested `{"engine": {...}}` form (`actors.engine.spellings`);
+keys whose feature is not built are refused as such, other unknown keys as unknown. Every error
+names its field. Defaults are the reference's (1.6.1).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from actors.engine.spellings import lower_engine_keys
 
 DEFAULT_BLOCK_SIZE = {"vllm": 64, "sglang": 1, "trtllm": 32}
 
@@ -123,6 +127,12 @@ class EngineConfig(BaseModel):
     kv_transfer_timing_mode: Literal["full_prompt", "destination_missing"] = "full_prompt"
     planner_profile_data: str | None = Field(None, description="profiled .npz timing table")
     timing_model: TimingConfig = Field(default_factory=PolynomialTimingConfig, discriminator="type")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spellings(cls, data: Any) -> Any:
+        """The reference's flat and nested spellings; not-built keys refused (`actors.engine.spellings`)."""
+        return lower_engine_keys(data)
 
     @model_validator(mode="after")
     def _check(self) -> "EngineConfig":

@@ -6,12 +6,14 @@ world builder, runtime and report builder as `clustersim run`; `--dump-scenario 
 that scenario, so `clustersim run FILE` runs the same thing. This module only parses flags and
 prints: a progress bar on stderr for runs longer than a second, the AIPerf-style table, the
 report JSON (the reference's layout; byte-identical for the same inputs, wall-clock figures only
-with --record-wall-time) and the per-request JSONL.
+with --record-wall-time) and the per-request JSONL. The reference CLI's further flags (trace format,
+max sim time, ITL SLA, and those refused as not built yet) are `cluster.commands.replay_compat`'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,12 +25,14 @@ if TYPE_CHECKING:
     from cluster.scenario.spec import Scenario
 
 
-class ReplayError(Exception):
-    """A problem with the user's input; printed as one line, exit status 2."""
+from cluster.commands.replay_compat import ReplayError, add_reference_arguments
+
+__all__ = ["ReplayError", "add_arguments", "main", "run_from_args", "run_replay", "scenario_from_flags"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trace_file", nargs="?", help="Mooncake-format JSONL trace (default: the embedded sample)")
+    parser.add_argument("trace_files", nargs="*", metavar="trace_file",
+                        help="Mooncake-format JSONL trace (default: the embedded sample)")
     w = parser.add_argument_group("synthetic workload (instead of a trace)")
     w.add_argument("--input-tokens", type=int)
     w.add_argument("--output-tokens", type=int)
@@ -53,16 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace-block-size", type=int, default=512, help="tokens per hash_id in the trace")
     parser.add_argument("--extra-engine-args", help="engine settings: a JSON object or a path to a JSON file")
     parser.add_argument("--report-json", type=Path, help="write the full report JSON here")
-    parser.add_argument("--per-request-jsonl", type=Path, help="write one JSON line per request here")
+    parser.add_argument("--per-request-jsonl", "--report-jsonl", type=Path, dest="per_request_jsonl",
+                        help="write one JSON line per request here")
     parser.add_argument("--dump-scenario", type=Path, metavar="FILE",
                         help="also write the scenario these flags describe (run it with `clustersim run FILE`)")
     parser.add_argument("--sla-ttft-ms", type=float)
-    parser.add_argument("--sla-tpot-ms", type=float)
+    parser.add_argument("--sla-tpot-ms", type=float, help="the same bound as --sla-itl-ms")
     parser.add_argument("--sla-e2e-ms", type=float)
     parser.add_argument("--record-wall-time", action="store_true",
                         help="put wall_time_ms and simulator-speed figures in the report JSON (not byte-reproducible)")
     parser.add_argument("--no-macro-step", action="store_true", help="execute every decode pass one by one (slow)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_reference_arguments(parser)
 
 
 def _synthetic_given(args: argparse.Namespace) -> bool:
@@ -82,13 +88,13 @@ def _workload_fields(args: argparse.Namespace, engine: EngineConfig) -> dict[str
         raise ReplayError("--arrival-speedup-ratio must be positive")
     if args.trace_block_size <= 0:
         raise ReplayError("--trace-block-size must be positive")
-    if args.trace_file is not None and _synthetic_given(args):
+    if args.trace_files and _synthetic_given(args):
         raise ReplayError("give either a trace file or synthetic flags (--input-tokens ...), not both")
     wl: dict[str, Any] = {"trace_block_size": args.trace_block_size, "arrival_speedup_ratio": args.arrival_speedup_ratio,
                           "concurrency": args.replay_concurrency}
     if not _synthetic_given(args):
-        if args.trace_file is not None:
-            wl["trace"] = str(Path(args.trace_file).resolve())
+        if args.trace_files:
+            wl["trace"] = str(Path(args.trace_files[0]).resolve())
         return wl
     missing = [f for f, v in (("--input-tokens", args.input_tokens), ("--output-tokens", args.output_tokens),
                               ("--request-count", args.request_count)) if v is None]
@@ -118,6 +124,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
     from pydantic import ValidationError
 
     from actors.engine.config import describe_validation_error, parse_engine_args
+    from cluster.commands.replay_compat import check_reference_flags
     from cluster.scenario.spec import replay_scenario
     from router.config import KvRouterConfig
 
@@ -129,6 +136,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
         raise ReplayError("--migration-limit must be at least 0")
     if args.replay_concurrency is not None and args.replay_concurrency < 1:
         raise ReplayError("--replay-concurrency must be at least 1")
+    check_reference_flags(args, synthetic=_synthetic_given(args))
     engine = parse_engine_args(args.extra_engine_args)
     if engine.worker_type != "aggregated":
         raise ReplayError("aggregated replay needs worker_type 'aggregated' (disaggregated replay is not built yet)")
@@ -152,6 +160,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
 
 def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRecord], float]:
     """Run the replay the parsed flags describe: (report dict, per-request records, wall ms)."""
+    from cluster.commands.replay_compat import sla_itl_ms
     from cluster.report.build import ReportOptions, build_report
     from cluster.runtime.local import run_local
     from cluster.scenario.load import LoadedScenario, dump_scenario
@@ -167,12 +176,13 @@ def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRe
               f"({world.workload_description})", file=sys.stderr)
     progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
     started = time.perf_counter()
-    result, control = run_local(world.setup, progress.update_one if progress else None)
+    until_ms = math.inf if args.max_sim_time_seconds is None else args.max_sim_time_seconds * 1000.0
+    result, control = run_local(world.setup, progress.update_one if progress else None, until_ms=until_ms)
     wall_ms = (time.perf_counter() - started) * 1000.0
     if progress is not None:
         progress.close()
     options = ReportOptions(wall_time_ms=wall_ms if args.record_wall_time else None, sla_ttft_ms=args.sla_ttft_ms,
-                            sla_tpot_ms=args.sla_tpot_ms, sla_e2e_ms=args.sla_e2e_ms)
+                            sla_tpot_ms=sla_itl_ms(args), sla_e2e_ms=args.sla_e2e_ms)
     return build_report(world, result, control, "replay", options), result.records, wall_ms
 
 

@@ -6,8 +6,9 @@ Definitions (facts §h, verified against the reference's per-request data):
 - `duration_ms` is the last completion time (arrivals start at 0); throughputs divide by it.
 - ITL is every inter-token gap of the run (the `GapLog`, weighted); the per-user output
   throughput distribution is 1000/gap for every gap > 0 (so its min is 1000/max gap).
-- median = sorted[n//2]; pXX = sorted[ceil(XX*n/100) - 1] (nearest rank, integer arithmetic);
-  std is the population std; an empty distribution gives None (JSON null) for every stat.
+- pXX = sorted[round(XX/100 * (n-1))], rounding half away from zero (median = p50 = sorted[n//2]);
+  measured against the reference on 215 percentiles of n = 3..133 (facts §h's nearest rank
+  ceil(q*n)-1 disagrees with it on 1 in 5); std is the population std; an empty distribution gives None (JSON null) for every stat.
 Weighted order statistics never expand weights: values are sorted once and ranks are
 found with `searchsorted` on the cumulative weights. All outputs are plain Python
 int/float/str/None.
@@ -33,9 +34,12 @@ PER_USER_METRIC = "output_token_throughput_per_user"
 STAT_NAMES = ("mean", "min", "max", "median", "p75", "p90", "p95", "p99", "std")
 
 
-def _nearest_rank_index(n: int, percent: int) -> int:
-    """0-based index of the `percent`-th nearest-rank percentile of n values: ceil(p*n/100)-1."""
-    return max(0, -(-percent * n // 100) - 1)
+def _rank_index(n: int, percent: int) -> int:
+    """0-based index of the `percent`-th percentile of n sorted values, as the reference computes it:
+    q*(n-1) in f64 (q = percent/100), rounded half away from zero (Rust's `f64::round`)."""
+    x = percent / 100 * (n - 1)
+    k = math.floor(x)
+    return int(k + 1 if x - k >= 0.5 else k)
 
 
 def weighted_stats(
@@ -68,9 +72,9 @@ def weighted_stats(
     wf = w.astype(np.float64)
     mean = float(np.dot(v, wf) / n)
     std = float(math.sqrt(max(0.0, float(np.dot(wf, (v - mean) ** 2)) / n)))
-    out: dict[str, float | None] = {"mean": mean, "min": at(0), "max": at(n - 1), "median": at(n // 2)}
+    out: dict[str, float | None] = {"mean": mean, "min": at(0), "max": at(n - 1), "median": at(_rank_index(n, 50))}
     for p in PERCENTILES:
-        out[f"p{p}"] = at(_nearest_rank_index(n, p))
+        out[f"p{p}"] = at(_rank_index(n, p))
     out["std"] = std
     return out
 
@@ -174,7 +178,7 @@ def build_summary(
         "decode_gpus_per_worker": int(gpus_per_worker),
         "gpu_hours": gpu_hours,
         "power_w": None,
-        "power_coverage": 0.0,
+        "power_coverage": None,  # the reference reports null when no power model is configured
         "processed_tokens": processed,
         "processed_tokens_per_s": per_wall_s(processed),
         "processed_output_tokens_per_s": per_wall_s(total_out),

@@ -35,16 +35,22 @@ def finish_run(control: ControlHost, nodes: Sequence[NodeShardResult],
 
 
 def run_local(setup: SimulationSetup, on_done: Callable[[RequestRecord], None] | None = None,
-              kv_tap: Callable[[KvBatchMsg], None] | None = None) -> tuple[RunResult, ControlHost]:
+              kv_tap: Callable[[KvBatchMsg], None] | None = None,
+              until_ms: float = float("inf")) -> tuple[RunResult, ControlHost]:
     """Run `setup` in this process on one event loop (the Local runtime).
 
     `kv_tap` sees every KV batch the ranks publish, as they publish it (e.g. a ZMQ mirror).
+    `until_ms` stops the clock there (the reference's `max_sim_time_ms`): events after it never
+    run, so requests that have not arrived have no record and those in flight stay incomplete.
     """
     shard = Shard(setup.shard_plan(setup.ranks), hosts_control=True, hosts_everything=True)
     shard.nodes.kv_tap = kv_tap
     control = shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
     control.frontend.start()
-    shard.advance(float("inf"))
+    if until_ms == float("inf"):
+        shard.advance(until_ms)
+    else:
+        shard.loop.run(until_ms)  # inclusive: the reference stops once the clock would pass the cap
     result = finish_run(control, [shard.result()], [shard.plane.counters], shard.loop.num_events,
-                        shard.loop.now_ms)
+                        min(shard.loop.now_ms, until_ms))
     return result, control
