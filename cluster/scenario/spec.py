@@ -31,9 +31,9 @@ placements and unknown MIG profiles are caught when the cluster is built
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag, field_validator, model_validator
 
 from actors.engine.config import TIMING_TYPES, EngineConfig, RooflineTimingConfig, TimingConfig
 from cluster.hardware.virtualization import VirtualizationConfig
@@ -49,14 +49,28 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Frozen, unknown keys refused, no NaN or infinity (a float field holds a real number)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def _keyed_union(members: dict[str, str], what: str) -> Discriminator:
+    """A discriminator for a union keyed by which field is present (`kill_node`, `partition`, ...):
+    `members` maps that field to the member's tag. An error then names the member the user wrote
+    (`faults.0.partition.duration_s: ...`) instead of every member's missing fields."""
+    def member(value: Any) -> str | None:
+        present = [k for k in members if isinstance(value, dict) and k in value]
+        return members[present[0]] if len(present) == 1 else None
+    return Discriminator(member, custom_error_type=f"{what}_kind",
+                         custom_error_message=f"a{'n' if what[0] in 'aeiou' else ''} {what} needs exactly one of "
+                                              f"{', '.join(members)} (and at_s)")
 
 
 class NodeGroup(_Strict):
     """`count` nodes built from one accelerator file; named `name` (count 1) or `name-0..`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
     accelerator: str
     virtualization: VirtualizationConfig | None = None
 
@@ -91,9 +105,9 @@ class DeploymentSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     role: Literal["aggregated", "prefill", "decode"] = "aggregated"
-    replicas: int = Field(ge=1)
-    dp_size: int = Field(1, ge=1)
-    tp_size: int = Field(1, ge=1)
+    replicas: StrictInt = Field(ge=1)
+    dp_size: StrictInt = Field(1, ge=1)
+    tp_size: StrictInt = Field(1, ge=1)
     vgpu: VGpuSpec = Field(default_factory=VGpuSpec)
     placement: Literal["binpack", "spread"] = "binpack"
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -195,12 +209,16 @@ class PartitionFault(_FaultBase):
     partition: PartitionTarget
 
 
-Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault]
+FAULT_TAGS = {"kill_node": "KillNodeFault", "kill_worker": "KillWorkerFault", "partition": "PartitionFault"}
+Fault = Annotated[
+    Union[Annotated[KillNodeFault, Tag("KillNodeFault")], Annotated[KillWorkerFault, Tag("KillWorkerFault")],
+          Annotated[PartitionFault, Tag("PartitionFault")]],
+    _keyed_union(FAULT_TAGS, "fault")]
 
 
 class AddWorkers(_Strict):
     deployment: str
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
 
 
 class RemoveWorkers(_Strict):
@@ -208,7 +226,7 @@ class RemoveWorkers(_Strict):
 
     deployment: str | None = None
     workers: list[str] = Field(default_factory=list)
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
     drain: bool = Field(True, description="finish the requests already sent; false: they fail (worker_removed)")
 
     @model_validator(mode="after")
@@ -232,7 +250,10 @@ class RemoveWorkersEvent(_Strict):
     remove_workers: RemoveWorkers
 
 
-WorldEvent = Union[AddWorkersEvent, RemoveWorkersEvent]
+EVENT_TAGS = {"add_workers": "AddWorkersEvent", "remove_workers": "RemoveWorkersEvent"}
+WorldEvent = Annotated[
+    Union[Annotated[AddWorkersEvent, Tag("AddWorkersEvent")], Annotated[RemoveWorkersEvent, Tag("RemoveWorkersEvent")]],
+    _keyed_union(EVENT_TAGS, "event")]
 
 
 class OutputsSpec(_Strict):
@@ -245,12 +266,12 @@ class RuntimeSpec(_Strict):
     """Defaults for `clustersim run` (its flags override them)."""
 
     kind: Literal["local", "ray"] = "local"
-    shards: int = Field(1, ge=1)
+    shards: StrictInt = Field(1, ge=1)
 
 
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, ge=0)
+    seed: StrictInt = Field(0, ge=0)
     model: str | None = Field(None, description="model architecture for roofline timing and KV sizing")
     cluster: ClusterSpec | None = Field(
         None, description="GPU nodes; none: abstract GPUs (one per worker; timing and KV size from the engine keys)")
