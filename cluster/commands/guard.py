@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from actors.engine.records import RequestRecord
     from cluster.sim.clock import EventLoop
+    from cluster.workload.synthetic import SyntheticSpec
 
 EXIT_NOTHING_COMPLETED = 3
 EXIT_INTERRUPTED = 130
@@ -95,3 +96,65 @@ def outcome_warning(records: Sequence[RequestRecord], end_ms: float) -> tuple[st
     line = (f"warning: {len(others):,} of {len(records):,} requests did not complete ({counts}); "
             f"the last ended at {last:,.2f} ms simulated")
     return line, (EXIT_NOTHING_COMPLETED if done == 0 else 0)
+
+
+RANK_BYTES = 24 * 1024
+"""Memory of one idle engine rank with its worker, router slot and host state (measured: 100,000
+one-rank workers take 2.2 GB of RSS; KV blocks are allocated as they are used, and their total is
+bounded by the workload's tokens, so the fleet size is what can exhaust memory before a run)."""
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of this machine (Linux), else physical memory; None when unknown."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+REQUEST_BYTES = 2048
+HASH_ID_BYTES = 48
+"""Memory of one request of a synthetic workload, and of each of its prompt's hash ids (measured:
+~340 B + 42 B per id for the workload; the run's records roughly double it)."""
+
+
+def ranks_need(knob: str, ranks: int) -> tuple[str, int, str]:
+    """What `ranks` engine ranks need (a `check_memory` entry)."""
+    return knob, ranks * RANK_BYTES, f"{ranks:,} engine ranks"
+
+
+def synthetic_need(count_knob: str, input_knob: str, spec: SyntheticSpec) -> tuple[str, int, str]:
+    """What a synthetic workload needs before its run starts (a `check_memory` entry), named by
+    its request count or, when the prompts' hash ids dominate, by its input length."""
+    requests = spec.request_count * spec.turns_per_session
+    ids = -(-(spec.input_tokens + 4 * int(spec.input_stddev or 0)) // spec.block_size)
+    knob = input_knob if HASH_ID_BYTES * ids > REQUEST_BYTES else count_knob
+    return knob, requests * (REQUEST_BYTES + HASH_ID_BYTES * ids), f"{requests:,} requests of ~{ids:,} blocks"
+
+
+def check_memory(needs: Sequence[tuple[str, int, str]], available: int | None = None) -> None:
+    """Refuse before anything is built a run whose fleet or workload cannot fit in memory.
+
+    `needs`: (the flag or field that sets it, bytes, what) per deployment or workload. The
+    message names the knob of the largest need.
+
+    Raises:
+        ValueError: one line with the estimate, what is available, and the knob.
+    """
+    available = available_memory_bytes() if available is None else available
+    total = sum(n for _, n, _ in needs)
+    if available is None or total <= available or not needs:
+        return
+    knob, need, what = max(needs, key=lambda kv: kv[1])
+    gib = 1024 ** 3
+    raise ValueError(f"{knob}: the run needs about {total / gib:,.1f} GiB of memory ({what}: {need / gib:,.1f} GiB) "
+                     f"but {available / gib:,.1f} GiB is available; lower {knob}")

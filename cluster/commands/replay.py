@@ -156,7 +156,7 @@ def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None
                ) -> tuple[dict[str, Any], list[RequestRecord], float]:
     """Run the replay the parsed flags describe: (report dict, per-request records, wall ms).
     With `interrupt`, Ctrl-C stops the run early and the report is marked `"partial": true`."""
-    from cluster.commands.guard import check_outputs
+    from cluster.commands.guard import check_memory, check_outputs, ranks_need, synthetic_need
     from cluster.report.build import ReportOptions, build_report
     from cluster.runtime.local import run_local
     from cluster.scenario.load import LoadedScenario, dump_scenario
@@ -164,6 +164,10 @@ def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None
 
     scenario = scenario_from_flags(args)
     try:
+        needs = [ranks_need("--num-workers", args.num_workers * scenario.deployments[0].dp_size)]
+        if scenario.workload.synthetic is not None:
+            needs.append(synthetic_need("--request-count", "--input-tokens", scenario.workload.synthetic))
+        check_memory(needs)
         check_outputs([("--report-json", args.report_json), ("--per-request-jsonl", args.per_request_jsonl),
                        ("--dump-scenario", args.dump_scenario)])
     except ValueError as exc:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cluster.runtime.shard import RunResult
+    from cluster.scenario.spec import Scenario
     from cluster.sim.clock import EventLoop
     from cluster.scenario.world import World
 
@@ -48,7 +49,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int:
-    from cluster.commands.guard import EXIT_INTERRUPTED, Interrupt, check_outputs, outcome_warning
+    from cluster.commands.guard import EXIT_INTERRUPTED, Interrupt, check_memory, check_outputs, outcome_warning
     from cluster.report.build import build_report
     from cluster.report.outputs import write_per_request_jsonl, write_report_json
     from cluster.report.table import format_table, simulated_tokens_per_wall_s
@@ -78,6 +79,10 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
             check_outputs((where, out_dir / name) for name in outputs)
         except ValueError as exc:
             raise ScenarioError(str(exc)) from None
+        try:
+            check_memory(_memory_needs(sc))
+        except ValueError as exc:
+            raise ScenarioError(f"{args.scenario}: {exc}") from None
         world = build_world(loaded, macro_step=not args.no_macro_step, mirror_kv=mirror_kv)
         progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
         on_done = progress.update_one if progress else None
@@ -121,6 +126,24 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
     if warning is not None:
         print(f"{prog}: {warning}", file=sys.stderr)
     return code
+
+
+def _memory_needs(sc: Scenario) -> list[tuple[str, int, str]]:
+    """What the run needs before it starts: each deployment's ranks (its replicas and the workers
+    events add), and a synthetic workload (a trace is already in memory)."""
+    from cluster.commands.guard import ranks_need, synthetic_need
+    from cluster.scenario.spec import AddWorkersEvent
+
+    added = {d.name: 0 for d in sc.deployments}
+    for e in sc.events:
+        if isinstance(e, AddWorkersEvent) and e.add_workers.deployment in added:
+            added[e.add_workers.deployment] += e.add_workers.count
+    needs = [ranks_need(f"deployments.{k}.replicas", (d.replicas + added[d.name]) * d.dp_size)
+             for k, d in enumerate(sc.deployments)]
+    if sc.workload.synthetic is not None:
+        needs.append(synthetic_need("workload.synthetic.request_count", "workload.synthetic.input_tokens",
+                                    sc.workload.synthetic))
+    return needs
 
 
 def _run_mirrored(world: World, args: argparse.Namespace, on_done: Any,

@@ -185,7 +185,8 @@ def _cards_from_file(acc: AcceleratorFile, cat: Catalog) -> list[Card]:
         spec = cat.find(dev.gpu or dev.model_name)
         if spec is None:
             raise ValueError(f"device {dev.mother_uuid}: model {dev.model_name!r} not in the GPU catalog (set gpu = ...)")
-        _check_memory_size(acc.devices.index(dev), dev.memory_bytes, spec)
+        if acc.plugin_config.allocation_mode != "fractional":  # fractional shares are computed from memory_size
+            _check_memory_size(acc.devices.index(dev), dev.memory_bytes, spec)
         cards.append(Card(len(cards), dev.mother_uuid, dev.numa_node, spec))
     seen: dict[str, int] = {}
     for dev in acc.mig_devices:
@@ -205,8 +206,9 @@ less than the marketing size: 81,559 MiB for an "80 GB" H100)."""
 
 
 def _check_memory_size(index: int, memory_bytes: int, spec: GpuSpec) -> None:
-    """Refuse a whole card whose `memory_size` is not its catalog memory: vGPU sizes, KV blocks and
-    the roofline come from the catalog card, so a different size would be silently ignored."""
+    """Refuse a whole card whose `memory_size` is not its catalog memory: outside fractional mode
+    vGPU sizes, KV blocks and the roofline come from the catalog card, so a different size would
+    be silently ignored (fractional mode computes its shares from `memory_size` itself)."""
     from cluster.hardware.sizes import format_binary_size
 
     if abs(memory_bytes - spec.memory_bytes) > MEMORY_SIZE_TOLERANCE * spec.memory_bytes:

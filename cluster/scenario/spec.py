@@ -307,11 +307,15 @@ class Scenario(_Strict):
             if dep is not None and dep not in names:
                 raise ValueError(f"events.{k}: no deployment named {dep!r}")
         nodes = {n for g in self.cluster.nodes for n in g.node_names()} if self.cluster is not None else set()
-        workers = {f"{d.name}-{i}" for d in self.deployments for i in range(d.replicas)}
+        replicas = {d.name: d.replicas for d in self.deployments}
+
+        def is_worker(name: str) -> bool:  # `<deployment>-<i>`, i < replicas (no set: replicas may be huge)
+            dep, _, index = name.rpartition("-")
+            return dep in replicas and index.isdigit() and str(int(index)) == index and int(index) < replicas[dep]
         for k, f in enumerate(self.faults):
             if isinstance(f, KillNodeFault) and f.kill_node not in nodes:
                 raise ValueError(f"faults.{k}.kill_node: no node named {f.kill_node!r}")
-            if isinstance(f, KillWorkerFault) and f.kill_worker not in workers:
+            if isinstance(f, KillWorkerFault) and not is_worker(f.kill_worker):
                 raise ValueError(f"faults.{k}.kill_worker: no worker named {f.kill_worker!r}")
             if isinstance(f, PartitionFault):
                 for n in f.partition.nodes:
