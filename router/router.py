@@ -78,6 +78,9 @@ class KvRouter:
         self._draining: set[int] = set()
         self._live = np.zeros(0, dtype=np.int64)
         self._live_keys: list[tuple[int, int]] = []
+        self._live_stale = False
+        """Workers were added, drained or removed since `_live` was built: rebuilt on next use, so
+        registering N workers costs O(N log N), not N sorts (a 100,000-worker fleet)."""
         self._queue = RouterQueue(config.router_queue_policy)
         self._pending: dict[int, _Pending] = {}
         self._rejected: list[int] = []
@@ -105,6 +108,7 @@ class KvRouter:
 
     def workers(self) -> list[tuple[int, int]]:
         """Registered (worker_id, dp_rank) slots, sorted."""
+        self._ensure_live()
         return list(self._live_keys)
 
     def add_worker(self, worker_id: int, dp_size: int = 1) -> None:
@@ -150,6 +154,12 @@ class KvRouter:
         return sorted(dropped)
 
     def _refresh_live(self) -> None:
+        self._live_stale = True
+
+    def _ensure_live(self) -> None:
+        if not self._live_stale:
+            return
+        self._live_stale = False
         keys = sorted((w, r) for w, n in self._dp_size.items() if w not in self._draining for r in range(n))
         self._live_keys = keys
         slots = [self._index.peek_slot(w, r) for w, r in keys]
@@ -175,6 +185,7 @@ class KvRouter:
             priority_jump: queue priority boost (reference `priority_jump`).
         """
         self.advance(now_ms)
+        self._ensure_live()
         if request_id in self._pending or self._load.slot_of(request_id) is not None:
             raise ValueError(f"request {request_id} is already routed or queued")
         if self._queue or not len(self._live) or self._all_busy():
@@ -192,6 +203,7 @@ class KvRouter:
     def drain(self, now_ms: float) -> list[RouteDecision]:
         """Release queued requests, in queue-policy order, while some worker is not busy."""
         self.advance(now_ms)
+        self._ensure_live()
         out: list[RouteDecision] = []
         while self._queue and len(self._live) and not self._all_busy():
             rid = self._queue.pop()

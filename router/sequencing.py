@@ -71,13 +71,16 @@ class GapReport:
 class EventSequencer:
     """Tracks expected event ids per slot and counts gaps, duplicates and late events."""
 
-    __slots__ = ("expected", "_missing", "_reports", "num_gaps", "num_duplicates", "num_late", "keep_reports")
+    __slots__ = ("expected", "_ranks_of", "_missing", "_reports", "num_gaps", "num_duplicates", "num_late",
+                 "keep_reports")
 
     def __init__(self) -> None:
         self.expected: dict[SlotKey, int] = {}
         """Next expected id per registered slot. Read-only for callers, except the documented
         fast path: a caller that sees `event_id == expected[key]` may store `event_id + 1`
         itself instead of calling `accept` (same effect, no call overhead)."""
+        self._ranks_of: dict[int, int] = {}
+        """worker id -> its registered dp_size (its slots are (worker, 0..dp_size-1))."""
         self._missing: dict[SlotKey, set[int]] = {}
         self._reports: deque[GapReport] = deque(maxlen=MAX_UNDRAINED_GAP_REPORTS)
         self.num_gaps = 0
@@ -115,6 +118,7 @@ class EventSequencer:
     def register(self, worker_id: int, dp_size: int) -> None:
         """Expect ids from 0 for ranks 0..dp_size-1 of a worker (forgetting any old state)."""
         self.reset(worker_id)
+        self._ranks_of[worker_id] = dp_size
         for r in range(dp_size):
             self.expected[(worker_id, r)] = 0
 
@@ -139,9 +143,12 @@ class EventSequencer:
         return (worker_id, dp_rank) in self.expected
 
     def reset(self, worker_id: int) -> None:
-        """Forget every rank of a worker (removed, or restarted with ids from 0)."""
-        for key in [k for k in self.expected if k[0] == worker_id]:
-            del self.expected[key]
+        """Forget every rank of a worker (removed, or restarted with ids from 0). Only `register`
+        adds slots, so the worker's slots are its registered ranks (no scan of every slot: a
+        fleet of N workers registers in O(N))."""
+        for r in range(self._ranks_of.pop(worker_id, 0)):
+            key = (worker_id, r)
+            self.expected.pop(key, None)
             self._missing.pop(key, None)
 
     def missing(self, worker_id: int, dp_rank: int) -> list[int]:

@@ -99,7 +99,7 @@ def test_formatting() -> None:
 
 
 def _dev(mem: str, sms: int) -> dict[str, object]:
-    return {"mother_uuid": "u", "model_name": "CUDA GPU", "numa_node": 0, "subproc_count": sms,
+    return {"mother_uuid": f"u-{mem}-{sms}", "model_name": "CUDA GPU", "numa_node": 0, "subproc_count": sms,
             "memory_size": mem, "is_mig_device": False}
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from actors.engine.config import EngineConfig
+    from cluster.commands.guard import Interrupt
     from actors.engine.records import RequestRecord
     from cluster.scenario.spec import Scenario
 
@@ -84,8 +85,8 @@ def _workload_fields(args: argparse.Namespace, engine: EngineConfig) -> dict[str
     from actors.engine.config import describe_validation_error
     from cluster.workload.synthetic import SyntheticSpec
 
-    if args.arrival_speedup_ratio <= 0:
-        raise ReplayError("--arrival-speedup-ratio must be positive")
+    if not (math.isfinite(args.arrival_speedup_ratio) and args.arrival_speedup_ratio > 0):
+        raise ReplayError(f"--arrival-speedup-ratio must be a positive number, got {args.arrival_speedup_ratio}")
     if args.trace_block_size <= 0:
         raise ReplayError("--trace-block-size must be positive")
     if args.trace_files and _synthetic_given(args):
@@ -137,6 +138,11 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
     if args.replay_concurrency is not None and args.replay_concurrency < 1:
         raise ReplayError("--replay-concurrency must be at least 1")
     check_reference_flags(args, synthetic=_synthetic_given(args))
+    for flag, value in (("--sla-ttft-ms", args.sla_ttft_ms), ("--sla-tpot-ms", args.sla_tpot_ms),
+                        ("--sla-e2e-ms", args.sla_e2e_ms),
+                        ("--sla-itl-ms", getattr(args, "sla_itl_ms", None))):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ReplayError(f"{flag} must be a positive number of milliseconds, got {value}")
     engine = parse_engine_args(args.extra_engine_args)
     if engine.worker_type != "aggregated":
         raise ReplayError("aggregated replay needs worker_type 'aggregated' (disaggregated replay is not built yet)")
@@ -158,8 +164,11 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
         raise ReplayError(describe_validation_error(exc, "replay")) from None
 
 
-def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRecord], float]:
-    """Run the replay the parsed flags describe: (report dict, per-request records, wall ms)."""
+def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None
+               ) -> tuple[dict[str, Any], list[RequestRecord], float]:
+    """Run the replay the parsed flags describe: (report dict, per-request records, wall ms).
+    With `interrupt`, Ctrl-C stops the run early and the report is marked `"partial": true`."""
+    from cluster.commands.guard import check_memory, check_outputs, ranks_need, synthetic_need
     from cluster.commands.replay_compat import sla_itl_ms
     from cluster.report.build import ReportOptions, build_report
     from cluster.runtime.local import run_local
@@ -167,6 +176,15 @@ def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRe
     from cluster.scenario.world import build_world
 
     scenario = scenario_from_flags(args)
+    try:
+        needs = [ranks_need("--num-workers", args.num_workers * scenario.deployments[0].dp_size)]
+        if scenario.workload.synthetic is not None:
+            needs.append(synthetic_need("--request-count", "--input-tokens", scenario.workload.synthetic))
+        check_memory(needs)
+        check_outputs([("--report-json", args.report_json), ("--per-request-jsonl", args.per_request_jsonl),
+                       ("--dump-scenario", args.dump_scenario)])
+    except ValueError as exc:
+        raise ReplayError(str(exc)) from None
     if args.dump_scenario is not None:
         args.dump_scenario.parent.mkdir(parents=True, exist_ok=True)
         dump_scenario(scenario, args.dump_scenario)
@@ -177,13 +195,19 @@ def run_replay(args: argparse.Namespace) -> tuple[dict[str, Any], list[RequestRe
     progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
     started = time.perf_counter()
     until_ms = math.inf if args.max_sim_time_seconds is None else args.max_sim_time_seconds * 1000.0
-    result, control = run_local(world.setup, progress.update_one if progress else None, until_ms=until_ms)
+    try:
+        result, control = run_local(world.setup, progress.update_one if progress else None, until_ms=until_ms,
+                                    on_loop=interrupt.attach if interrupt is not None else None)
+    finally:
+        if progress is not None:
+            progress.close()
     wall_ms = (time.perf_counter() - started) * 1000.0
-    if progress is not None:
-        progress.close()
     options = ReportOptions(wall_time_ms=wall_ms if args.record_wall_time else None, sla_ttft_ms=args.sla_ttft_ms,
                             sla_tpot_ms=sla_itl_ms(args), sla_e2e_ms=args.sla_e2e_ms)
-    return build_report(world, result, control, "replay", options), result.records, wall_ms
+    report = build_report(world, result, control, "replay", options)
+    if interrupt is not None and interrupt.partial:
+        report["partial"] = True
+    return report, result.records, wall_ms
 
 
 class Progress:
@@ -210,13 +234,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "clustersim replay") -> 
 
 def run_from_args(args: argparse.Namespace, prog: str = "clustersim replay") -> int:
     from actors.engine.config import ConfigError
+    from cluster.commands.guard import EXIT_INTERRUPTED, Interrupt, outcome_warning
     from cluster.report.outputs import write_per_request_jsonl, write_report_json
     from cluster.report.table import format_table, simulated_tokens_per_wall_s
     from cluster.scenario.spec import ScenarioError
     from cluster.workload.model import WorkloadError
 
     try:
-        report, records, wall_ms = run_replay(args)
+        with Interrupt() as interrupt:
+            report, records, wall_ms = run_replay(args, interrupt)
     except (ReplayError, ConfigError, WorkloadError, ScenarioError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -225,13 +251,19 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim replay") -> 
     print(format_table(summary))
     print(f"Simulated tokens per wall second: {simulated_tokens_per_wall_s(summary, wall_ms):,.0f}")
     if args.report_json is not None:
-        args.report_json.parent.mkdir(parents=True, exist_ok=True)
         write_report_json(report, args.report_json)
         print(f"Report written to {args.report_json}")
     if args.per_request_jsonl is not None:
-        args.per_request_jsonl.parent.mkdir(parents=True, exist_ok=True)
         write_per_request_jsonl(records, args.per_request_jsonl)
         print(f"Per-request records written to {args.per_request_jsonl}")
     if args.dump_scenario is not None:
         print(f"Scenario written to {args.dump_scenario}")
-    return 0
+    if report.get("partial"):
+        end_ms = max((r.terminal_ms or r.arrival_ms for r in records), default=0.0)
+        print(f"{prog}: interrupted at {end_ms:,.2f} ms simulated; partial results"
+              + (f" in {args.report_json}" if args.report_json is not None else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    warning, code = outcome_warning(records, float(summary.get("duration_ms") or 0.0))
+    if warning is not None:
+        print(f"{prog}: {warning}", file=sys.stderr)
+    return code

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 from cluster.commands.replay import Progress
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cluster.runtime.shard import RunResult
+    from cluster.scenario.spec import Scenario
+    from cluster.sim.clock import EventLoop
     from cluster.scenario.world import World
 
 
@@ -45,6 +49,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int:
+    from cluster.commands.guard import EXIT_INTERRUPTED, Interrupt, check_memory, check_outputs, outcome_warning
     from cluster.report.build import build_report
     from cluster.report.outputs import write_per_request_jsonl, write_report_json
     from cluster.report.table import format_table, simulated_tokens_per_wall_s
@@ -61,25 +66,44 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
         shards = args.shards if args.shards is not None else sc.runtime.shards
         if shards < 1:
             raise ScenarioError("--shards must be at least 1")
+        if args.shards is not None and args.shards > 1 and runtime == "local":
+            raise ScenarioError("--shards runs node shards on the Ray runtime; add --runtime ray "
+                                "(the Local runtime runs one shard)")
         mirror_kv = args.zmq_kv_events is not None
         if mirror_kv and runtime != "local":
             raise ScenarioError("--zmq-kv-events works with the Local runtime only")
+        out_dir = args.output_dir if args.output_dir is not None else Path(sc.outputs.dir)
+        where = "--output-dir" if args.output_dir is not None else f"{args.scenario}: outputs.dir"
+        outputs = [sc.outputs.report_json] + ([sc.outputs.per_request_jsonl] if sc.outputs.per_request_jsonl else [])
+        try:
+            check_outputs((where, out_dir / name) for name in outputs)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+        try:
+            check_memory(_memory_needs(sc))
+        except ValueError as exc:
+            raise ScenarioError(f"{args.scenario}: {exc}") from None
         world = build_world(loaded, macro_step=not args.no_macro_step, mirror_kv=mirror_kv)
         progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
         on_done = progress.update_one if progress else None
         started = time.perf_counter()
-        if mirror_kv:
-            result, control = _run_mirrored(world, args, on_done)
-        else:
-            result, control = run_world(world, runtime, shards, on_done=on_done,
-                                  address=args.ray_address, channel=args.channel)
+        try:
+            with Interrupt() as interrupt:
+                if mirror_kv:
+                    result, control = _run_mirrored(world, args, on_done, interrupt.attach)
+                else:
+                    result, control = run_world(world, runtime, shards, on_done=on_done, address=args.ray_address,
+                                                channel=args.channel, on_loop=interrupt.attach)
+        finally:
+            if progress is not None:
+                progress.close()
         wall_ms = (time.perf_counter() - started) * 1000.0
-        if progress is not None:
-            progress.close()
     except (ScenarioError, RuntimeSetupError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     report = build_report(world, result, control)
+    if interrupt.partial:
+        report["partial"] = True
     if args.record_wall_time:
         report["runtime"] = {"kind": runtime, "shards": shards if runtime == "ray" else 1, "wall_time_ms": wall_ms}
     summary = dict(report["summary"])
@@ -89,17 +113,41 @@ def run_from_args(args: argparse.Namespace, prog: str = "clustersim run") -> int
     print(f"Runtime: {where}; {result.num_events:,} events in {wall_ms / 1000:.2f} s wall; "
           f"{simulated_tokens_per_wall_s(summary, wall_ms):,.0f} simulated tokens per wall second")
     _print_plane(report)
-    out_dir = args.output_dir if args.output_dir is not None else Path(sc.outputs.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_report_json(report, out_dir / sc.outputs.report_json)
     print(f"Report written to {out_dir / sc.outputs.report_json}")
     if sc.outputs.per_request_jsonl:
         write_per_request_jsonl(result.records, out_dir / sc.outputs.per_request_jsonl)
         print(f"Per-request records written to {out_dir / sc.outputs.per_request_jsonl}")
-    return 0
+    if interrupt.partial:
+        print(f"{prog}: interrupted at {result.end_ms:,.2f} ms simulated; the partial report is in "
+              f"{out_dir / sc.outputs.report_json}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    warning, code = outcome_warning(result.records, result.end_ms)
+    if warning is not None:
+        print(f"{prog}: {warning}", file=sys.stderr)
+    return code
 
 
-def _run_mirrored(world: World, args: argparse.Namespace, on_done: Any) -> tuple[RunResult, Any]:
+def _memory_needs(sc: Scenario) -> list[tuple[str, int, str]]:
+    """What the run needs before it starts: each deployment's ranks (its replicas and the workers
+    events add), and a synthetic workload (a trace is already in memory)."""
+    from cluster.commands.guard import ranks_need, synthetic_need
+    from cluster.scenario.spec import AddWorkersEvent
+
+    added = {d.name: 0 for d in sc.deployments}
+    for e in sc.events:
+        if isinstance(e, AddWorkersEvent) and e.add_workers.deployment in added:
+            added[e.add_workers.deployment] += e.add_workers.count
+    needs = [ranks_need(f"deployments.{k}.replicas", (d.replicas + added[d.name]) * d.dp_size)
+             for k, d in enumerate(sc.deployments)]
+    if sc.workload.synthetic is not None:
+        needs.append(synthetic_need("workload.synthetic.request_count", "workload.synthetic.input_tokens",
+                                    sc.workload.synthetic))
+    return needs
+
+
+def _run_mirrored(world: World, args: argparse.Namespace, on_done: Any,
+                  on_loop: Callable[[EventLoop], None]) -> tuple[RunResult, Any]:
     """The Local runtime with every KV batch also published on real sockets (one PUB per rank)."""
     from cluster.plane.messages import KvBatchMsg
     from cluster.runtime.local import run_local
@@ -119,7 +167,7 @@ def _run_mirrored(world: World, args: argparse.Namespace, on_done: Any) -> tuple
         def tap(batch: KvBatchMsg) -> None:
             mirror.publish(batch.events)
 
-        outcome = run_local(world.setup, on_done, kv_tap=tap)
+        outcome = run_local(world.setup, on_done, kv_tap=tap, on_loop=on_loop)
         if args.zmq_linger_s > 0:
             time.sleep(args.zmq_linger_s)
     return outcome

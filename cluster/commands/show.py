@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, get_args
 
 if TYPE_CHECKING:
     from cluster.hardware.node import Node
@@ -41,7 +41,7 @@ def _override(args: argparse.Namespace, node: Node) -> Node:
 
     from cluster.hardware.catalog import summarize_validation_error
     from cluster.hardware.node import Node
-    from cluster.hardware.virtualization import VirtualizationConfig
+    from cluster.hardware.virtualization import ModeName, VirtualizationConfig
 
     if not args.mode and not args.set:
         return node
@@ -51,10 +51,14 @@ def _override(args: argparse.Namespace, node: Node) -> Node:
         if not sep:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         raw[key.strip()] = [v.strip() for v in value.split(",")] if "," in value or key == "profiles" else value
+    modes = get_args(ModeName)
+    if raw["mode"] not in modes:
+        flag = "--mode" if raw["mode"] == args.mode else "--set mode"
+        raise ValueError(f"{flag}: {raw['mode']!r} is not a virtualization mode ({', '.join(modes)})")
     try:
         cfg: VirtualizationConfig = TypeAdapter(VirtualizationConfig).validate_python(raw)
     except ValidationError as exc:
-        raise ValueError(f"--set: {summarize_validation_error(exc)}") from exc
+        raise ValueError(f"--set {summarize_validation_error(exc)}") from None
     return Node.build(node.name, node.acc, cfg)
 
 

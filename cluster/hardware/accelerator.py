@@ -107,7 +107,12 @@ class AcceleratorFile(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> "AcceleratorFile":
+        whole = [d.mother_uuid for d in self.devices if not d.is_mig_device]
+        mig_cards = {d.mother_uuid for d in self.devices if d.is_mig_device}
         for i, dev in enumerate(self.devices):
+            # a whole card's uuid is its identity; MIG slices share their card's uuid (and no whole card has it)
+            if not dev.is_mig_device and (whole.count(dev.mother_uuid) > 1 or dev.mother_uuid in mig_cards):
+                raise ValueError(f"devices.{i}.mother_uuid: {dev.mother_uuid!r} is used by another device")
             if self.slot_name == "cuda" and dev.is_mig_device is None:
                 raise ValueError(f"devices.{i}.is_mig_device is required when slot_name is 'cuda'")
             if dev.is_mig_device and not dev.mig_profile:

@@ -207,9 +207,11 @@ def default_catalog() -> Catalog:
 
 
 def summarize_validation_error(exc: ValidationError) -> str:
-    """One line: `field.path: message` for the first error, plus a count of the others."""
-    errors = exc.errors()
-    first = errors[0]
-    loc = ".".join(str(x) for x in first["loc"]) or "<root>"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{loc}: {first['msg']}{more}"
+    """One line: `field.path: message` for the first error, plus a count of the others
+    (the scenario loader's formatter, `actors.engine.config.describe_validation_error`)."""
+    from typing import get_args
+
+    from actors.engine.config import describe_validation_error
+    from cluster.hardware.virtualization import ModeName
+
+    return describe_validation_error(exc, "", frozenset(get_args(ModeName)), limit=1)

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cluster.hardware.accelerator import AcceleratorFile, read_toml
-from cluster.hardware.catalog import Catalog, default_catalog, summarize_validation_error
+from cluster.hardware.catalog import Catalog, GpuSpec, default_catalog, summarize_validation_error
 from cluster.hardware.inventory import INVENTORIES, Card, EmptyInventory, Inventory, VGpuRequest
 from cluster.hardware.mig import place_or_raise
 from cluster.hardware.virtualization import VGpu, VirtualizationConfig, VirtualizationError, check_supported
@@ -185,6 +185,8 @@ def _cards_from_file(acc: AcceleratorFile, cat: Catalog) -> list[Card]:
         spec = cat.find(dev.gpu or dev.model_name)
         if spec is None:
             raise ValueError(f"device {dev.mother_uuid}: model {dev.model_name!r} not in the GPU catalog (set gpu = ...)")
+        if acc.plugin_config.allocation_mode != "fractional":  # fractional shares are computed from memory_size
+            _check_memory_size(acc.devices.index(dev), dev.memory_bytes, spec)
         cards.append(Card(len(cards), dev.mother_uuid, dev.numa_node, spec))
     seen: dict[str, int] = {}
     for dev in acc.mig_devices:
@@ -196,6 +198,23 @@ def _cards_from_file(acc: AcceleratorFile, cat: Catalog) -> list[Card]:
         seen[dev.mother_uuid] = len(cards)
         cards.append(Card(len(cards), dev.mother_uuid, dev.numa_node, spec))
     return cards
+
+
+MEMORY_SIZE_TOLERANCE = 0.10
+"""A whole card's `memory_size` may differ this much from its catalog entry (drivers report a bit
+less than the marketing size: 81,559 MiB for an "80 GB" H100)."""
+
+
+def _check_memory_size(index: int, memory_bytes: int, spec: GpuSpec) -> None:
+    """Refuse a whole card whose `memory_size` is not its catalog memory: outside fractional mode
+    vGPU sizes, KV blocks and the roofline come from the catalog card, so a different size would
+    be silently ignored (fractional mode computes its shares from `memory_size` itself)."""
+    from cluster.hardware.sizes import format_binary_size
+
+    if abs(memory_bytes - spec.memory_bytes) > MEMORY_SIZE_TOLERANCE * spec.memory_bytes:
+        raise ValueError(f"devices.{index}.memory_size: {format_binary_size(memory_bytes)} is not the memory of "
+                         f"{spec.name} ({format_binary_size(spec.memory_bytes)} in the GPU catalog); give the card's "
+                         "size with a unit, e.g. '80G', or set gpu = <catalog key> of the card it is")
 
 
 def _file_mig(acc: AcceleratorFile, cards: list[Card]) -> dict[int, list[str]]:

@@ -39,7 +39,7 @@ MIB = 1024 * 1024
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DefaultMode(_Frozen):
@@ -58,10 +58,11 @@ class MigMode(_Frozen):
 
 
 class HamiCoreMode(_Frozen):
-    """HAMi chart defaults (facts §2.1)."""
+    """HAMi chart defaults (facts §2.1). `device_split_count` is at most 1024:
+    HAMi itself sets no limit, but a card time-sliced among more tasks than that is a typo, not a plan."""
 
     mode: Literal["hami-core"] = "hami-core"
-    device_split_count: int = Field(default=10, ge=1)
+    device_split_count: int = Field(default=10, ge=1, le=1024)
     device_memory_scaling: float = Field(default=1.0, gt=0)
     device_core_scaling: float = Field(default=1.0, gt=0)
     gpu_scheduler_policy: Literal["binpack", "spread"] = "spread"

@@ -31,7 +31,7 @@ class EventPlaneConfig(BaseModel):
     topics (kv_events, metrics). `links` overrides a topic's whole `LinkSpec`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     latency_ms: float = Field(0.0, ge=0.0, description="constant latency of every link, ms")
     latency: LatencySpec | None = Field(None, description="a latency distribution instead of latency_ms")
@@ -51,6 +51,12 @@ class EventPlaneConfig(BaseModel):
     def _one_latency(self) -> "EventPlaneConfig":
         if self.latency is not None and self.latency_ms != 0.0:
             raise ValueError("give latency_ms or latency, not both")
+        for topic, spec in self.links.items():
+            if not topic.pubsub:
+                for name in ("loss", "duplicate", "reorder"):
+                    if getattr(spec, name):
+                        raise ValueError(f"links.{topic.value}.{name}: {topic.value} is a reliable (TCP-like) "
+                                         "topic; loss, duplicate and reorder apply to kv_events and metrics only")
         return self
 
     def spec(self, topic: Topic) -> LinkSpec:

@@ -76,3 +76,37 @@ def write_per_request_jsonl(records: Sequence[RequestRecord], path: str | Path) 
     """One JSON object per line (sorted keys), in `per_request_rows` order."""
     text = "".join(_dumps(row, None) + "\n" for row in per_request_rows(records))
     Path(path).write_bytes(text.encode("utf-8"))
+
+
+class OutputPathError(ValueError):
+    """An output file that cannot be written; the message says which and why (one line)."""
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse, before a run, an output file that cannot be written: its directory is created (as
+    writing it would) and a probe file is created and removed there; an existing directory at
+    `path` is refused too. Catching this after a run would lose the run.
+
+    Raises:
+        OutputPathError: `<path>: <why>`.
+    """
+    import os
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        raise OutputPathError(f"{p}: is a directory, not a file")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputPathError(f"{p}: cannot create its directory {p.parent}: a file is in the way") from None
+    except OSError as exc:
+        raise OutputPathError(f"{p}: cannot create its directory {p.parent}: {exc.strerror}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=p.parent, prefix=".clustersim-probe-")
+        os.close(fd)
+        os.unlink(probe)
+        if p.exists() and not os.access(p, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise OutputPathError(f"{p}: cannot write there: {exc.strerror}") from None

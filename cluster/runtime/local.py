@@ -12,6 +12,7 @@ from cluster.plane.links import LinkCounters
 from cluster.plane.messages import KvBatchMsg, Topic
 from cluster.runtime.setup import SimulationSetup
 from cluster.runtime.shard import NodeShardResult, RunResult, Shard
+from cluster.sim.clock import EventLoop
 
 
 def finish_run(control: ControlHost, nodes: Sequence[NodeShardResult],
@@ -36,14 +37,19 @@ def finish_run(control: ControlHost, nodes: Sequence[NodeShardResult],
 
 def run_local(setup: SimulationSetup, on_done: Callable[[RequestRecord], None] | None = None,
               kv_tap: Callable[[KvBatchMsg], None] | None = None,
-              until_ms: float = float("inf")) -> tuple[RunResult, ControlHost]:
+              until_ms: float = float("inf"),
+              on_loop: Callable[[EventLoop], None] | None = None) -> tuple[RunResult, ControlHost]:
     """Run `setup` in this process on one event loop (the Local runtime).
 
     `kv_tap` sees every KV batch the ranks publish, as they publish it (e.g. a ZMQ mirror).
     `until_ms` stops the clock there (the reference's `max_sim_time_ms`): events after it never
     run, so requests that have not arrived have no record and those in flight stay incomplete.
+    `on_loop` is given the event loop before it runs, so a host can stop the run early
+    (`EventLoop.request_stop`); the result then holds what was simulated until then.
     """
     shard = Shard(setup.shard_plan(setup.ranks), hosts_control=True, hosts_everything=True)
+    if on_loop is not None:
+        on_loop(shard.loop)
     shard.nodes.kv_tap = kv_tap
     control = shard.attach_control(lambda loop, plane: setup.build_control(loop, plane, on_done))
     control.frontend.start()

@@ -127,15 +127,26 @@ class WorkerBuilder:
         t = e.timing_model
         where = f"deployments.{k}.engine"
         if isinstance(t, InterpolatedTimingConfig):
-            update["timing_model"] = t.model_copy(update={"path": str(self.loaded.resolve(t.path,
-                                                                                           f"{where}.timing_model.path"))})
+            path = self._table(t.path, f"{where}.timing_model.path")
+            update["timing_model"] = t.model_copy(update={"path": path})
         elif isinstance(t, ExternalTimingConfig):
-            path = str(self.loaded.resolve(t.config["path"], f"{where}.timing_model.config.path"))
+            path = self._table(t.config["path"], f"{where}.timing_model.config.path")
             update["timing_model"] = t.model_copy(update={"config": {**t.config, "path": path}})
         if e.planner_profile_data is not None:
-            update["planner_profile_data"] = str(self.loaded.resolve(e.planner_profile_data,
-                                                                     f"{where}.planner_profile_data"))
+            update["planner_profile_data"] = self._table(e.planner_profile_data, f"{where}.planner_profile_data")
         return e.model_copy(update=update) if update else e
+
+    def _table(self, relative: str, where: str) -> str:
+        """A timing table's resolved path, read once here so a missing, unreadable or malformed
+        table is refused before the run, naming the field."""
+        from actors.engine.timing.models import InterpolatedTiming
+
+        path = self.loaded.resolve(relative, where)
+        try:
+            InterpolatedTiming.from_npz(path)
+        except ValueError as exc:
+            raise self.loaded.error(where, str(exc)) from None
+        return str(path)
 
     def _model(self, engine: EngineConfig) -> ModelArch | None:
         t = engine.timing_model

@@ -3,16 +3,28 @@ in the world builder's registry `cluster.scenario.world.FAULT_KINDS`), each nami
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from cluster.hardware.virtualization import VirtualizationConfig
 from cluster.plane.messages import Topic
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def keyed_union(members: dict[str, str], what: str) -> Discriminator:
+    """A discriminator for a union keyed by which field is present (`kill_node`, `partition`, ...):
+    `members` maps that field to the member's tag. An error then names the member the user wrote
+    (`faults.0.partition.duration_s: ...`) instead of every member's missing fields."""
+    def member(value: Any) -> str | None:
+        present = [k for k in members if isinstance(value, dict) and k in value]
+        return members[present[0]] if len(present) == 1 else None
+    return Discriminator(member, custom_error_type=f"{what}_kind",
+                         custom_error_message=f"a{'n' if what[0] in 'aeiou' else ''} {what} needs exactly one of "
+                                              f"{', '.join(members)} (and at_s)")
 
 
 class _FaultBase(_Strict):
@@ -162,5 +174,15 @@ class RestartRouterFault(_FaultBase):
     restart_router: Literal[True]
 
 
-Fault = Union[KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault,
-              RestartRouterFault, DegradeLinkFault, SwitchModeFault]
+FAULT_MODELS: tuple[type[_FaultBase], ...] = (
+    KillNodeFault, KillWorkerFault, PartitionFault, DrainWorkerFault, RestartWorkerFault, SlowGpuFault,
+    RestartRouterFault, DegradeLinkFault, SwitchModeFault)
+FAULT_TAGS = {m.kind: m.__name__ for m in FAULT_MODELS}
+"""The key a fault is written with -> its model's tag (the union member's name)."""
+Fault = Annotated[
+    Union[Annotated[KillNodeFault, Tag("KillNodeFault")], Annotated[KillWorkerFault, Tag("KillWorkerFault")],
+          Annotated[PartitionFault, Tag("PartitionFault")], Annotated[DrainWorkerFault, Tag("DrainWorkerFault")],
+          Annotated[RestartWorkerFault, Tag("RestartWorkerFault")], Annotated[SlowGpuFault, Tag("SlowGpuFault")],
+          Annotated[RestartRouterFault, Tag("RestartRouterFault")],
+          Annotated[DegradeLinkFault, Tag("DegradeLinkFault")], Annotated[SwitchModeFault, Tag("SwitchModeFault")]],
+    keyed_union(FAULT_TAGS, "fault")]

@@ -14,7 +14,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from actors.engine.config import TIMING_TYPES, describe_validation_error
-from cluster.scenario.spec import PROJECT_ROOT, Scenario, ScenarioError
+from cluster.scenario.faults import FAULT_TAGS
+from cluster.scenario.spec import EVENT_TAGS, PROJECT_ROOT, Scenario, ScenarioError
 
 
 class LoadedScenario:
@@ -52,12 +53,12 @@ class LoadedScenario:
         raise self.error(what, f"file not found: {relative}")
 
 
-_UNION_TAGS = frozenset({
-    "KillNodeFault", "KillWorkerFault", "PartitionFault", "DrainWorkerFault", "RestartWorkerFault", "SlowGpuFault", "RestartRouterFault",
-    "DegradeLinkFault", "SwitchModeFault",
-    "AddWorkersEvent", "RemoveWorkersEvent", *TIMING_TYPES, "constant", "uniform", "normal", "lognormal", "exponential", "default", "mig", "hami-core",
-    "fractional", "cambricon-dynamic-smlu", "cambricon-env-share"})
-"""Union member names pydantic puts into error locations (see `describe_validation_error`)."""
+_UNION_TAGS: dict[str, str] = {
+    **{tag: kind for kind, tag in {**FAULT_TAGS, **EVENT_TAGS}.items()},
+    **{name: "" for name in (*TIMING_TYPES, "constant", "uniform", "normal", "lognormal", "exponential", "default",
+                             "mig", "hami-core", "fractional", "cambricon-dynamic-smlu", "cambricon-env-share")}}
+"""Union member names pydantic puts into error locations, and the kind each stands for when the
+field path does not show it (see `describe_validation_error`)."""
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:

@@ -31,9 +31,9 @@ placements and unknown MIG profiles are caught when the cluster is built
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, Tag, field_validator, model_validator
 
 from actors.engine.config import TIMING_TYPES, EngineConfig, RooflineTimingConfig, TimingConfig
 from cluster.hardware.virtualization import VirtualizationConfig
@@ -42,6 +42,7 @@ from cluster.scenario.faults import (  # noqa: F401 - the scenario's fault model
     DegradeLinkFault,
     DrainWorkerFault,
     Fault,
+    keyed_union as _keyed_union,
     KillNodeFault,
     KillWorkerFault,
     PartitionFault,
@@ -61,14 +62,16 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Frozen, unknown keys refused, no NaN or infinity (a float field holds a real number)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class NodeGroup(_Strict):
     """`count` nodes built from one accelerator file; named `name` (count 1) or `name-0..`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
     accelerator: str
     virtualization: VirtualizationConfig | None = None
 
@@ -103,9 +106,9 @@ class DeploymentSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     role: Literal["aggregated", "prefill", "decode"] = "aggregated"
-    replicas: int = Field(ge=1)
-    dp_size: int = Field(1, ge=1)
-    tp_size: int = Field(1, ge=1)
+    replicas: StrictInt = Field(ge=1)
+    dp_size: StrictInt = Field(1, ge=1)
+    tp_size: StrictInt = Field(1, ge=1)
     vgpu: VGpuSpec = Field(default_factory=VGpuSpec)
     placement: Literal["binpack", "spread"] = "binpack"
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -188,7 +191,7 @@ class PlannerSpec(_Strict):
 
 class AddWorkers(_Strict):
     deployment: str
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
 
 
 class RemoveWorkers(_Strict):
@@ -196,7 +199,7 @@ class RemoveWorkers(_Strict):
 
     deployment: str | None = None
     workers: list[str] = Field(default_factory=list)
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
     drain: bool = Field(True, description="finish the requests already sent; false: they fail (worker_removed)")
 
     @model_validator(mode="after")
@@ -220,7 +223,10 @@ class RemoveWorkersEvent(_Strict):
     remove_workers: RemoveWorkers
 
 
-WorldEvent = Union[AddWorkersEvent, RemoveWorkersEvent]
+EVENT_TAGS = {"add_workers": "AddWorkersEvent", "remove_workers": "RemoveWorkersEvent"}
+WorldEvent = Annotated[
+    Union[Annotated[AddWorkersEvent, Tag("AddWorkersEvent")], Annotated[RemoveWorkersEvent, Tag("RemoveWorkersEvent")]],
+    _keyed_union(EVENT_TAGS, "event")]
 
 
 class OutputsSpec(_Strict):
@@ -233,12 +239,12 @@ class RuntimeSpec(_Strict):
     """Defaults for `clustersim run` (its flags override them)."""
 
     kind: Literal["local", "ray"] = "local"
-    shards: int = Field(1, ge=1)
+    shards: StrictInt = Field(1, ge=1)
 
 
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, ge=0)
+    seed: StrictInt = Field(0, ge=0)
     model: str | None = Field(None, description="model architecture for roofline timing and KV sizing")
     cluster: ClusterSpec | None = Field(
         None, description="GPU nodes; none: abstract GPUs (one per worker; timing and KV size from the engine keys)")
@@ -274,14 +280,18 @@ class Scenario(_Strict):
             if dep is not None and dep not in names:
                 raise ValueError(f"events.{k}: no deployment named {dep!r}")
         nodes = {n for g in self.cluster.nodes for n in g.node_names()} if self.cluster is not None else set()
-        workers = {f"{d.name}-{i}" for d in self.deployments for i in range(d.replicas)}
+        replicas = {d.name: d.replicas for d in self.deployments}
+
+        def is_worker(name: str) -> bool:  # `<deployment>-<i>`, i < replicas (no set: replicas may be huge)
+            dep, _, index = name.rpartition("-")
+            return dep in replicas and index.isdigit() and str(int(index)) == index and int(index) < replicas[dep]
         for k, f in enumerate(self.faults):
             field_name, named_nodes, named_workers = f.targets()
             for n in named_nodes:
                 if n not in nodes:
                     raise ValueError(f"faults.{k}.{field_name}: no node named {n!r}")
             for w in named_workers:
-                if w not in workers:
+                if not is_worker(w):
                     raise ValueError(f"faults.{k}.{field_name}: no worker named {w!r}")
         return self
 

@@ -45,6 +45,8 @@ class EventLoop:
         self._seq = itertools.count()
         self.now_ms = 0.0
         self.num_events = 0
+        self.stopped = False
+        """Set by `request_stop`: `run` returns at the next event boundary, leaving the rest queued."""
 
     def schedule(self, t_ms: float, priority: Priority, key: int, handler: Handler, arg: Any = None) -> None:
         if t_ms < self.now_ms:
@@ -54,12 +56,18 @@ class EventLoop:
     def peek_ms(self) -> float | None:
         return self._queue[0][0] if self._queue else None
 
+    def request_stop(self) -> None:
+        """Make `run` return before its next event (a host stopping a run early, e.g. on Ctrl-C).
+        Safe to call from a signal handler: it only sets a flag, checked between events."""
+        self.stopped = True
+
     def run(self, until_ms: float | None = None) -> None:
-        """Process events in order until the queue is empty (or the next one is after `until_ms`)."""
+        """Process events in order until the queue is empty (or the next one is after `until_ms`,
+        or `request_stop` was called)."""
         queue = self._queue
         pop = heapq.heappop
         while queue:
-            if until_ms is not None and queue[0][0] > until_ms:
+            if (until_ms is not None and queue[0][0] > until_ms) or self.stopped:
                 break
             t_ms, _, _, _, handler, arg = pop(queue)
             self.now_ms = t_ms

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cluster.workload.model import Session, Turn, Workload, WorkloadError
 
 
+MAX_TIME_MS = 1e12
+"""Largest accepted timestamp or delay: a float has ~16 digits, so at 1e12 ms latencies keep ~0.1 us."""
+
+
 class _TraceRow(BaseModel):
     """One Mooncake JSONL line (facts §h). Unknown keys are ignored: traces carry extras.
 
@@ -35,6 +39,10 @@ class _TraceRow(BaseModel):
     def _finite_timestamp(self) -> _TraceRow:
         if self.timestamp is not None and not math.isfinite(self.timestamp):
             raise ValueError("timestamp must be a finite number")
+        for name, value in (("timestamp", self.timestamp), ("delay", self.delay), ("delay_ms", self.delay_ms)):
+            if value is not None and abs(value) > MAX_TIME_MS:
+                raise ValueError(f"{name} {value:g} ms is beyond {MAX_TIME_MS:g} ms (~30 years): simulated "
+                                 "times that large lose sub-millisecond precision")
         return self
 
 
@@ -52,7 +60,7 @@ def _describe(error: ValidationError) -> str:
     if kind == "missing":
         return f"missing required field '{field}'{suffix}"
     if not field:
-        return f"{first['msg']}{suffix}"
+        return f"{str(first['msg']).removeprefix('Value error, ')}{suffix}"
     got = repr(first["input"])
     got = got if len(got) <= 40 else got[:37] + "..."
     return f"field '{field}': {first['msg']} (got {got}){suffix}"
@@ -66,6 +74,7 @@ def _read_rows(path: Path) -> list[tuple[int, _TraceRow]]:
         raise WorkloadError(f"{path}: trace file not found") from None
     except OSError as exc:
         raise WorkloadError(f"{path}: cannot read trace: {exc.strerror}") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark (editors on Windows write one)
     rows: list[tuple[int, _TraceRow]] = []
     validate = _TraceRow.model_validate_json
     for index, raw in enumerate(data.split(b"\n")):

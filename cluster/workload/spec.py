@@ -10,7 +10,7 @@ from cluster.workload.synthetic import SyntheticSpec
 class WorkloadSpec(BaseModel):
     """A Mooncake trace, a synthetic workload, or (neither) the embedded 500-request sample."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     trace: str | None = None
     synthetic: SyntheticSpec | None = None

@@ -27,7 +27,7 @@ class SyntheticSpec(BaseModel):
     tokens per hash id; the replay passes the ENGINE block size here.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     input_tokens: int = Field(ge=1, description="Mean input length (tokens).")
     output_tokens: int = Field(ge=1, description="Mean output length (tokens).")

@@ -16,6 +16,9 @@ Model (facts §e, the reference vLLM pool):
   tail-first, so a sequence's suffix is evicted before the prefix it shares.
 - Allocation uses free capacity first and evicts from the LRU head only when
   free capacity runs out; `ensure_free` is all-or-nothing.
+- Copy ids are allocated lazily: the per-copy arrays grow as copies are first made
+  (id 0 is the LRU sentinel), so an idle rank, or a huge `num_gpu_blocks`, costs only
+  what has been used. Freed ids are reused first (last freed, first reused).
 
 Operations: `lookup_prefix`, `count_active_prefix`, `touch`, `ensure_free`,
 `cache_new`, `add_private`, `free_private`, `release`. Events produced by
@@ -44,15 +47,14 @@ class BlockPool:
         self.num_cached = 0
         self.num_inactive = 0
         self.pending: list[KvEventData] = []
-        self._hash = [0] * num_blocks
-        self._refs = [0] * num_blocks
-        # LRU links over copy ids; index `num_blocks` is the sentinel (head side = _next[sentinel]).
-        self._head = num_blocks
-        self._prev = [-1] * (num_blocks + 1)
-        self._next = [-1] * (num_blocks + 1)
-        self._prev[num_blocks] = num_blocks
-        self._next[num_blocks] = num_blocks
-        self._free_ids = list(range(num_blocks - 1, -1, -1))
+        # Per-copy arrays, grown on demand (see the module docstring); index 0 is the LRU sentinel
+        # (head side = _next[sentinel]), copies are 1.. . `_free_ids` holds freed ids only.
+        self._head = 0
+        self._hash = [0]
+        self._refs = [0]
+        self._prev = [0]
+        self._next = [0]
+        self._free_ids: list[int] = []
         self._copies: dict[int, list[int]] = {}
 
     # ---- counters -------------------------------------------------------------------------
@@ -170,9 +172,16 @@ class BlockPool:
         group_start = -1
         for j in range(start, end):
             h = hashes[j]
-            cid = free_ids.pop()
-            hash_arr[cid] = h
-            refs[cid] = 1
+            if free_ids:
+                cid = free_ids.pop()
+                hash_arr[cid] = h
+                refs[cid] = 1
+            else:  # a copy id never used before: grow the arrays
+                cid = len(hash_arr)
+                hash_arr.append(h)
+                refs.append(1)
+                self._prev.append(-1)
+                self._next.append(-1)
             out.append(cid)
             copies = copies_map.get(h)
             if copies is None:
@@ -269,4 +278,5 @@ class BlockPool:
             assert self._refs[cid] >= 0
             assert (self._refs[cid] == 0) == (cid in lru_set)
         assert not in_use & set(self._free_ids)
-        assert len(self._free_ids) == self.num_blocks - self.num_cached
+        never_used = self.num_blocks - (len(self._hash) - 1)
+        assert never_used >= 0 and len(self._free_ids) + never_used == self.num_blocks - self.num_cached

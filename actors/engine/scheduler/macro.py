@@ -135,6 +135,9 @@ def plan_decode_run(st: RankState, policy: SchedulerPolicy, timing: PassTiming, 
     if k < 2:
         return None
     computed0 = [r.computed for r in running]
+    # Every block_size passes each request needs one new block, so a run longer than this cannot
+    # fit; capping first keeps the arrays below proportional to the KV cache, not to the outputs.
+    k = min(k, (st.kv.num_allocatable // n + 1) * st.block_size)
     cum = np.cumsum(new_blocks_per_pass(computed0, st.block_size, k))
     k = min(k, int(np.searchsorted(cum, st.kv.num_allocatable, side="right")))
     if k < 2:

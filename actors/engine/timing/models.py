@@ -149,15 +149,21 @@ class InterpolatedTiming:
 
     @classmethod
     def from_npz(cls, path: str | Path) -> "InterpolatedTiming":
+        import zipfile
+
         try:
-            data = np.load(path)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read timing table {path}: {exc}") from exc
-        missing = [k for k in cls.REQUIRED if k not in data.files]
-        if missing:
-            raise ValueError(f"timing table {path} lacks arrays: {', '.join(missing)}")
-        arrays = {k: np.asarray(data[k], dtype=np.float64) for k in cls.REQUIRED}
-        return cls(**arrays)
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive of named arrays")
+            missing = [k for k in cls.REQUIRED if k not in data.files]
+            if missing:
+                raise ValueError(f"lacks arrays: {', '.join(missing)}")
+            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in cls.REQUIRED}
+            return cls(**arrays)
+        except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            # numpy's messages run to several sentences; the first says what is wrong
+            why = (getattr(exc, "strerror", None) or str(exc)).split(". ")[0]
+            raise ValueError(f"cannot read timing table {path}: {why}") from None
 
     def prefill_ms(self, isl: Sequence[int], prefix: Sequence[int]) -> float:
         tokens = batched_new_tokens(isl, prefix)
