@@ -34,7 +34,9 @@ def test_snapshot_replaces_the_slot_and_older_events_become_duplicates() -> None
     r.resync_slot(0, 0, [1, 2, 3, 7], next_event_id=6, now_ms=2.0)
     assert r.index.held_blocks(0, 0) == {1, 2, 3, 7}
     assert r.index.held_blocks(1, 1) == {1, 2}  # other slots untouched
-    assert r.index.find_matches([1, 2, 3, 7]).scores == {(0, 0): 4, (1, 1): 2}
+    # Block 7 is new since the loss: a snapshot lists no parents, so it becomes a root edge.
+    assert r.index.find_matches([1, 2, 3, 7]).scores == {(0, 0): 3, (1, 1): 2}
+    assert r.index.find_matches([7]).scores == {(0, 0): 1}
     st = r.stats()
     assert (st.events_missing, st.event_gaps, st.events_applied) == (0, 1, 4)
     # The lost batch shows up after all (a replay): the snapshot already covers it.
@@ -42,17 +44,17 @@ def test_snapshot_replaces_the_slot_and_older_events_become_duplicates() -> None
     assert r.stats().events_duplicate == 4 and r.index.held_blocks(0, 0) == {1, 2, 3, 7}
     # Id 6 is the next one: applied on top of the snapshot, with a snapshot block as parent.
     r.apply_event(store(0, 6, [8], parent=7), 4.0)
-    assert r.index.find_matches([1, 2, 3, 7, 8]).scores[(0, 0)] == 5
+    assert r.index.find_matches([7, 8]).scores[(0, 0)] == 2
     assert r.stats().events_applied == 5 and r.take_gap_reports()[0].first == 2
     r.check_invariants()
 
 
-def test_snapshot_blocks_are_roots_in_the_dump() -> None:
+def test_snapshot_keeps_held_blocks_in_place_and_new_ones_become_roots() -> None:
     r = router()
     r.apply_event(store(0, 0, [1, 2]), 0.0)
     r.resync_slot(0, 0, [2, 1, 5], 1, 0.0)
     dumped = [e.data for e in dump_events(r.index) if e.worker_id == 0]
-    assert dumped == [KvStored(None, (h,), (0,)) for h in (1, 2, 5)]
+    assert dumped == [KvStored(None, (1, 2), (0, 0)), KvStored(None, (5,), (0,))]
 
 
 def test_events_held_by_the_lag_below_next_id_are_dropped_on_release() -> None:
