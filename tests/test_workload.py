@@ -239,9 +239,17 @@ def test_synthesis_is_deterministic_and_seeded() -> None:
         input_tokens=700, output_tokens=20, request_count=200, input_stddev=50, request_rate=10.0,
         shared_prefix_ratio=0.3, num_prefix_groups=5, turns_per_session=2,
     )
-    assert synthesize(spec) == synthesize(spec)
-    other = synthesize(spec.model_copy(update={"seed": 7}))
-    assert [s.start_ms for s in other.sessions] != [s.start_ms for s in synthesize(spec).sessions]
+    base = synthesize(spec)
+    assert synthesize(spec) == base
+    starts = [s.start_ms for s in base.sessions]
+    shapes = [[(t.input_length, t.hash_ids) for t in s.turns] for s in base.sessions]
+    # the arrival seed moves arrivals only; the shape seed moves groups and lengths only
+    moved = synthesize(spec.model_copy(update={"arrival_seed": 7}))
+    assert [s.start_ms for s in moved.sessions] != starts
+    assert [[(t.input_length, t.hash_ids) for t in s.turns] for s in moved.sessions] == shapes
+    reshaped = synthesize(spec.model_copy(update={"seed": 7}))
+    assert [s.start_ms for s in reshaped.sessions] == starts
+    assert [[(t.input_length, t.hash_ids) for t in s.turns] for s in reshaped.sessions] != shapes
 
 
 def test_spec_validation() -> None:
