@@ -79,6 +79,13 @@ def test_inferred_delay_is_floored_at_zero(tmp_path: Path) -> None:
     assert load_mooncake(path).sessions[0].turns[1].delay_ms == 0.0
 
 
+def test_inferred_delay_is_against_the_sessions_last_timestamp(tmp_path: Path) -> None:
+    """As the reference: a turn with only a delay keeps the last timestamp; a turn with neither has no delay."""
+    row = {"input_length": 10, "output_length": 2, "hash_ids": [1], "session_id": "s"}
+    path = _write(tmp_path, [{**row, "timestamp": 100}, {**row, "delay": 7}, {**row, "timestamp": 250}, row])
+    assert [t.delay_ms for t in load_mooncake(path).sessions[0].turns] == [0.0, 7.0, 150.0, 0.0]
+
+
 def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
     good = json.dumps(_row())
     path = _write(tmp_path, f"{good}\n\n{good}\n{{oops\n")

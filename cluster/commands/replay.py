@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay-mode", choices=("offline", "online"), default="offline")
     parser.add_argument("--router-mode", choices=("round_robin", "kv_router"), default="round_robin")
     parser.add_argument("--router-config", help="KV router settings, JSON object (kv_router mode)")
-    parser.add_argument("--replay-concurrency", type=int, help="closed loop: at most N requests in flight")
+    parser.add_argument("--replay-concurrency", type=int,
+                        help="closed loop: N session slots, each playing one session at a time")
     parser.add_argument("--arrival-speedup-ratio", type=float, default=1.0)
     parser.add_argument("--trace-block-size", type=int, default=512, help="tokens per hash_id in the trace")
     parser.add_argument("--extra-engine-args", help="engine settings: a JSON object or a path to a JSON file")
