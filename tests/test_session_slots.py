@@ -68,7 +68,7 @@ def run_frontend(sessions: list[SessionSpec], concurrency: int | None) -> tuple[
     sent: list[tuple[float, int, int]] = []
     frontend: Frontend
 
-    def dispatch(now: float, record: RequestRecord, _: tuple[int, ...]) -> None:
+    def dispatch(now: float, record: RequestRecord, hash_ids: tuple[int, ...]) -> None:
         s, k = int(record.session_id[1:]), record.turn_index
         sent.append((now, s, k))
         _, service, fails = sessions[s][1][k]
