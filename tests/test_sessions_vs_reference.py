@@ -26,6 +26,8 @@ def _workload(name: str) -> tuple[Workload, int | None]:
         spec = SyntheticSpec(input_tokens=300, output_tokens=24, request_count=30, turns_per_session=3,
                              inter_turn_delay_ms=80.0, block_size=16)
         return synthesize(spec), 4
+    if name == "file-order-c1":
+        return load_mooncake(DATA / "file_order_trace.jsonl", trace_block_size=64), 1
     trace = load_mooncake(DATA / "sessions_trace.jsonl", trace_block_size=64)
     return trace, (3 if name == "trace-c3" else None)
 

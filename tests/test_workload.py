@@ -86,6 +86,21 @@ def test_inferred_delay_is_against_the_sessions_last_timestamp(tmp_path: Path) -
     assert [t.delay_ms for t in load_mooncake(path).sessions[0].turns] == [0.0, 7.0, 150.0, 0.0]
 
 
+def test_file_order_is_kept_beside_start_order(tmp_path: Path) -> None:
+    """Sessions are sorted by start; `trace_order` keeps the file's order (closed-loop slots take that)."""
+    path = _write(tmp_path, [_row(session_id="A", timestamp=1000), _row(session_id="B", timestamp=0),
+                             _row(session_id="C", timestamp=500), _row(session_id="B", delay=10)])
+    w = load_mooncake(path)
+    assert [s.session_id for s in w.sessions] == ["B", "C", "A"]
+    assert w.trace_order == w.session_order == (2, 0, 1)
+    assert w.scaled(2.0).trace_order == (2, 0, 1)
+    assert w.first(2).trace_order == (0, 1) and [s.session_id for s in w.first(2).sessions] == ["B", "C"]
+    in_order = load_mooncake(_write(tmp_path, [_row(timestamp=1), _row(timestamp=2)]))
+    assert in_order.trace_order is None and in_order.session_order == (0, 1)
+    with pytest.raises(ValueError, match="permutation"):
+        Workload(w.sessions, w.trace_block_size, (0, 0, 1))
+
+
 def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
     good = json.dumps(_row())
     path = _write(tmp_path, f"{good}\n\n{good}\n{{oops\n")

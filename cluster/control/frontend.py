@@ -7,14 +7,14 @@ router (`cluster.control.router_host`), which sends it to a rank now or after qu
 
 Sessions, as the reference replay's workload driver (facts §k):
 - open loop (`concurrency` None): every session's first turn arrives at its `start_ms`;
-- closed loop (`concurrency` N): N session slots. A slot takes the next session in workload
-  order (first-turn timestamps ignored), its first turn arriving when the slot takes it, and
+- closed loop (`concurrency` N): N session slots. A slot takes the next session in file
+  order (`Workload.session_order`; first-turn timestamps ignored), its first turn arriving when the slot takes it, and
   holds it across all its turns and think times; only when the session has ended does the
   slot take the next one. So at most N sessions are open and at most N requests in flight;
 - in both, turn k+1 arrives `delay_ms` after turn k ends; a completed or rejected turn lets
   the session go on, a failed one ends it (its remaining turns are never sent);
-- same-instant arrivals go in session order (the reference's ready heap orders by time,
-  then session index).
+- same-instant arrivals go in file order of their sessions (the reference's ready heap
+  orders by time, then session index).
 
 Responses come back over the event plane:
 - `FirstTokenMsg`: the client sees the first token when the message arrives; the gap
@@ -69,7 +69,12 @@ class Frontend:
         self._open_sessions = 0
         """Closed loop: sessions holding a slot (started, not ended)."""
         self._next_session = 0
-        """Closed loop: the next session a free slot takes."""
+        """Closed loop: the position in `workload.session_order` of the next session a free slot takes."""
+        order = workload.session_order
+        self._file_rank = list(range(len(order)))
+        """Session index -> its position in file order (the same-instant tie-break)."""
+        for position, session_idx in enumerate(order):
+            self._file_rank[session_idx] = position
         self.num_dropped_turns = 0
         """Turns never sent because an earlier turn of their session failed."""
         self._session_of: dict[int, tuple[int, int]] = {}
@@ -96,9 +101,10 @@ class Frontend:
     # ------------------------------------------------------------------ arrivals
 
     def _schedule_arrival(self, t_ms: float, session_idx: int, turn_idx: int) -> None:
-        # key = session index: a session has at most one pending turn, and same-instant
-        # arrivals go in session order whenever they were scheduled.
-        self.loop.schedule(t_ms, Priority.ARRIVE, session_idx, self._on_arrival, (session_idx, turn_idx))
+        # key = the session's file position: a session has at most one pending turn, and
+        # same-instant arrivals go in file order whenever they were scheduled.
+        self.loop.schedule(t_ms, Priority.ARRIVE, self._file_rank[session_idx], self._on_arrival,
+                           (session_idx, turn_idx))
         if self._send_times is not None:
             heapq.heappush(self._send_times, t_ms)
 
@@ -109,9 +115,9 @@ class Frontend:
     def _fill_slots(self, now: float) -> None:
         """Closed loop: every free slot takes the next session; its first turn arrives now."""
         assert self.concurrency is not None
-        num_sessions = len(self.workload.sessions)
-        while self._open_sessions < self.concurrency and self._next_session < num_sessions:
-            self._schedule_arrival(now, self._next_session, 0)
+        order = self.workload.session_order
+        while self._open_sessions < self.concurrency and self._next_session < len(order):
+            self._schedule_arrival(now, order[self._next_session], 0)
             self._next_session += 1
             self._open_sessions += 1
 

@@ -147,5 +147,8 @@ def load_mooncake(
         Session(session_id=sid, start_ms=(start - origin) / arrival_speedup_ratio, turns=turns)
         for sid, start, turns in zip(grouped, starts, turn_lists)
     ]
-    sessions.sort(key=lambda s: s.start_ms)  # stable: ties keep first-appearance order
-    return Workload(sessions=tuple(sessions), trace_block_size=trace_block_size)
+    by_start = sorted(range(len(sessions)), key=lambda i: sessions[i].start_ms)  # stable: ties keep file order
+    sorted_index = {file_idx: k for k, file_idx in enumerate(by_start)}
+    order = tuple(sorted_index[i] for i in range(len(sessions)))
+    return Workload(sessions=tuple(sessions[i] for i in by_start), trace_block_size=trace_block_size,
+                    trace_order=None if order == tuple(range(len(sessions))) else order)

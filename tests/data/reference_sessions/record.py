@@ -6,7 +6,9 @@ Each case keeps, per request, (session_id, turn_index, arrival, first token, end
 summary metrics. Engine: 2 workers, block size 16, 4096 blocks, round robin.
 - `synthetic-c4`: 30 sessions x 3 turns of 300/24 tokens, 80 ms think time, 4 session slots;
 - `trace-c3`, `trace-open`: `sessions_trace.jsonl` (14 sessions with `session_id`, `delay` and
-  later-turn timestamps; 64 tokens per hash id) with 3 session slots, and open loop.
+  later-turn timestamps; 64 tokens per hash id) with 3 session slots, and open loop;
+- `file-order-c1`: `file_order_trace.jsonl` (sessions not listed by start) with one slot: slots
+  take sessions in file order.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main() -> None:
                                           trace_block_size=64, capture_per_request=True)),
         "trace-open": keep(run_trace_replay(trace, extra_engine_args=ENGINE, num_workers=2, trace_block_size=64,
                                             capture_per_request=True)),
+        "file-order-c1": keep(run_trace_replay(str(HERE / "file_order_trace.jsonl"), extra_engine_args=ENGINE,
+                                               num_workers=2, replay_concurrency=1, trace_block_size=64,
+                                               capture_per_request=True)),
     }
     (HERE / "cases.json").write_text(json.dumps(cases, separators=(",", ":")) + "\n")
     print("wrote", HERE / "cases.json")
