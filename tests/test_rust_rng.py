@@ -75,6 +75,13 @@ def test_poisson_arrivals_equal_the_reference(case: dict[str, Any]) -> None:
     assert [s.start_ms for s in synthesize(noisy).sessions] == ours
 
 
+@pytest.mark.parametrize("case", STREAMS["constant"], ids=lambda c: f"interval{c['interval_ms']}")
+def test_constant_arrivals_equal_the_reference_bit_for_bit(case: dict[str, Any]) -> None:
+    ref = case["arrival_ms"]
+    spec = SyntheticSpec(input_tokens=16, output_tokens=2, request_count=len(ref), arrival_interval_ms=case["interval_ms"])
+    assert arrival_times_ms(spec) == ref
+
+
 @pytest.mark.parametrize("case", STREAMS["groups"], ids=lambda c: f"seed{c['arrival_seed']}-g{c['groups']}")
 def test_prefix_groups_equal_the_reference(case: dict[str, Any]) -> None:
     """A request reuses its 64 prefix tokens exactly when an earlier session has its group; the
