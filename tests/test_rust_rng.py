@@ -78,7 +78,8 @@ def test_poisson_arrivals_equal_the_reference(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", STREAMS["constant"], ids=lambda c: f"interval{c['interval_ms']}")
 def test_constant_arrivals_equal_the_reference_bit_for_bit(case: dict[str, Any]) -> None:
     ref = case["arrival_ms"]
-    spec = SyntheticSpec(input_tokens=16, output_tokens=2, request_count=len(ref), arrival_interval_ms=case["interval_ms"])
+    spec = SyntheticSpec(input_tokens=16, output_tokens=2, request_count=len(ref),
+                         arrival_interval_ms=case["interval_ms"])
     assert arrival_times_ms(spec) == ref
 
 

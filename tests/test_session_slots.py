@@ -65,7 +65,8 @@ def naive(sessions: list[SessionSpec], concurrency: int | None,
 def run_frontend(sessions: list[SessionSpec], concurrency: int | None,
                  file_order: list[int]) -> tuple[list[tuple[float, int, int]], float]:
     wl = Workload(tuple(
-        Session(f"s{i}", float(start), tuple(Turn(1, 1, (i,), float(think if k else 0)) for k, (think, _, _) in enumerate(turns)))
+        Session(f"s{i}", float(start),
+                tuple(Turn(1, 1, (i,), float(think if k else 0)) for k, (think, _, _) in enumerate(turns)))
         for i, (start, turns) in enumerate(sessions)), 16, tuple(file_order))
     loop = EventLoop()
     sent: list[tuple[float, int, int]] = []

@@ -37,8 +37,8 @@ def test_sessions_equal_the_reference(name: str) -> None:
     workload, concurrency = _workload(name)
     result = replay_workload(workload, ENGINE, num_workers=2, concurrency=concurrency)
     assert all(r.first_token_ms is not None and r.terminal_ms is not None for r in result.records)
-    ours = sorted(((r.session_id, r.turn_index, r.arrival_ms, float(r.first_token_ms or 0.0), float(r.terminal_ms or 0.0))
-                   for r in result.records), key=lambda r: (r[2], r[0], r[1]))
+    ours = sorted(((r.session_id, r.turn_index, r.arrival_ms, float(r.first_token_ms or 0.0),
+                    float(r.terminal_ms or 0.0)) for r in result.records), key=lambda r: (r[2], r[0], r[1]))
     ref = [tuple(r) for r in CASES[name]["requests"]]
     assert len(ours) == len(ref) == CASES[name]["summary"]["num_requests"]
     worst = 0.0

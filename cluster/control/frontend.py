@@ -8,9 +8,10 @@ router (`cluster.control.router_host`), which sends it to a rank now or after qu
 Sessions, as the reference replay's workload driver (facts §k):
 - open loop (`concurrency` None): every session's first turn arrives at its `start_ms`;
 - closed loop (`concurrency` N): N session slots. A slot takes the next session in file
-  order (`Workload.session_order`; first-turn timestamps ignored), its first turn arriving when the slot takes it, and
-  holds it across all its turns and think times; only when the session has ended does the
-  slot take the next one. So at most N sessions are open and at most N requests in flight;
+  order (`Workload.session_order`; first-turn timestamps ignored), whose first turn arrives
+  when the slot takes it, and holds it across all its turns and think times; only when the
+  session has ended does the slot take the next one. So at most N sessions are open and at
+  most N requests in flight;
 - in both, turn k+1 arrives `delay_ms` after turn k ends; a completed or rejected turn lets
   the session go on, a failed one ends it (its remaining turns are never sent);
 - same-instant arrivals go in file order of their sessions (the reference's ready heap

@@ -89,9 +89,11 @@ def load_mooncake(
     without `session_id` is its own session `request_<i>` (i = 0-based line index).
     The first turn's `timestamp` is the session start; a later turn uses `delay` (or
     `delay_ms`) as its think time, else the difference of its timestamp and the session's
-    last timestamp so far, floored at 0, else 0 (as the reference). Timestamps are shifted so the earliest session starts at 0, then
-    timestamps and delays are divided by `arrival_speedup_ratio`. `input_length` is
-    clamped to `len(hash_ids) * trace_block_size`.
+    last timestamp so far, floored at 0, else 0 (as the reference). Timestamps are shifted
+    so the earliest session starts at 0, then timestamps and delays are divided by
+    `arrival_speedup_ratio`. `input_length` is clamped to `len(hash_ids) * trace_block_size`
+    (NOTE: the 1.6.1 reference refuses such a row instead). Sessions are sorted by start;
+    `Workload.trace_order` keeps their file order.
 
     Raises:
         WorkloadError: one line naming the file and line: not JSON, not an object,
