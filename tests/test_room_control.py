@@ -92,10 +92,23 @@ def test_a_session_sends_its_next_turn_delay_ms_after_the_previous_completes() -
     fe = Frontend(workload((10.0, [(16, 0.0), (16, 30.0), (16, 5.0)])), loop, d)
     fe.start()
     at(loop, 50.0, fe.on_completion, completion(0))
-    at(loop, 90.0, fe.on_completion, completion(1, FAILED, reason=KILLED))
+    at(loop, 90.0, fe.on_completion, completion(1, TerminalStatus.REJECTED))
     loop.run()
-    assert d.seen() == [(10.0, 0, "s0", 0), (80.0, 1, "s0", 1), (95.0, 2, "s0", 2)]
+    assert d.seen() == [(10.0, 0, "s0", 0), (80.0, 1, "s0", 1), (95.0, 2, "s0", 2)]  # a rejected turn goes on
     assert fe.records[1].arrival_ms == 80.0 and fe.closed_loop
+
+
+def test_a_failed_turn_ends_its_session() -> None:
+    """As the reference's driver: the failed session's later turns are never sent, and count as ended."""
+    loop, d, finished = EventLoop(), Dispatch(), []  # type: ignore[var-annotated]
+    fe = Frontend(workload((10.0, [(16, 0.0), (16, 30.0), (16, 5.0)]), (20.0, [(16, 0.0)])), loop, d,
+                  on_finished=finished.append)
+    fe.start()
+    at(loop, 50.0, fe.on_completion, completion(0, FAILED, reason=KILLED))
+    at(loop, 60.0, fe.on_completion, completion(1))
+    loop.run()
+    assert d.seen() == [(10.0, 0, "s0", 0), (20.0, 1, "s1", 0)]
+    assert (fe.num_terminal, fe.num_dropped_turns, fe.done_ms, finished) == (2, 2, 60.0, [60.0])
 
 
 def test_concurrency_mode_keeps_at_most_n_in_flight() -> None:
@@ -113,6 +126,47 @@ def test_concurrency_mode_keeps_at_most_n_in_flight() -> None:
     assert fe.closed_loop
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         Frontend(workload(), loop, d, concurrency=0)
+
+
+def test_a_slot_holds_its_session_across_turns_and_think_time() -> None:
+    """cap 1: s1 starts only when s0's last turn ends, not while s0 thinks (facts §k)."""
+    loop, d = EventLoop(), Dispatch()
+    fe = Frontend(workload((0.0, [(16, 0.0), (16, 5.0)]), (0.0, [(16, 0.0)])), loop, d, concurrency=1)
+    fe.start()
+    at(loop, 10.0, fe.on_completion, completion(0))
+    at(loop, 20.0, fe.on_completion, completion(1))
+    at(loop, 26.0, fe.on_completion, completion(2))
+    loop.run()
+    assert d.seen() == [(0.0, 0, "s0", 0), (15.0, 1, "s0", 1), (20.0, 2, "s1", 0)]
+    assert [(r.arrival_ms, r.dispatched_ms) for r in fe.records] == [(0.0, 0.0), (15.0, 15.0), (20.0, 20.0)]
+    assert fe.done_ms == 26.0
+
+
+def test_slots_take_sessions_in_workload_order_ignoring_timestamps() -> None:
+    """cap 2 over 4 sessions: both slots start at 0; a failed session frees its slot at once."""
+    loop, d = EventLoop(), Dispatch()
+    fe = Frontend(workload((0.0, [(16, 0.0), (16, 100.0)]), (7.0, [(16, 0.0), (16, 1.0)]),
+                           (50.0, [(16, 0.0)]), (900.0, [(16, 0.0)])), loop, d, concurrency=2)
+    fe.start()
+    at(loop, 10.0, fe.on_completion, completion(1, FAILED, reason=KILLED))  # s1 turn 0: s1 ends
+    at(loop, 30.0, fe.on_completion, completion(0))  # s0 turn 0: s0 thinks 100 ms
+    at(loop, 40.0, fe.on_completion, completion(2))  # s2: s3 takes the slot
+    at(loop, 140.0, fe.on_completion, completion(4))
+    at(loop, 150.0, fe.on_completion, completion(3))
+    loop.run()
+    assert d.seen() == [(0.0, 0, "s0", 0), (0.0, 1, "s1", 0), (10.0, 2, "s2", 0), (40.0, 3, "s3", 0),
+                        (130.0, 4, "s0", 1)]
+    assert fe.done_ms == 150.0
+
+
+def test_same_instant_arrivals_go_in_session_order() -> None:
+    """s0's second turn (due at 10, scheduled at 10) goes before s1's first (due at 10, scheduled at start)."""
+    loop, d = EventLoop(), Dispatch()
+    fe = Frontend(workload((0.0, [(16, 0.0), (16, 0.0)]), (10.0, [(16, 0.0)])), loop, d)
+    fe.start()
+    at(loop, 10.0, fe.on_completion, completion(0))
+    loop.run()
+    assert d.seen() == [(0.0, 0, "s0", 0), (10.0, 1, "s0", 1), (10.0, 2, "s1", 0)]
 
 
 def test_client_token_times_are_shifted_by_the_response_latency() -> None:

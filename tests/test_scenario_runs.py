@@ -69,10 +69,10 @@ def test_without_recovery_the_divergence_is_detected_and_reported(tmp_path: Path
 
 
 def test_a_tail_loss_is_found_by_heartbeats(tmp_path: Path) -> None:
-    # Every KV batch after t=1.5 s is lost to a partition of all nodes; only heartbeats after it heals
+    # Every KV batch after t=1.0 s is lost to a partition of all nodes; only heartbeats after it heals
     # tell the router what it missed.
     sc = scenario(event_plane={"latency_ms": 0.5, "replay_buffer_batches": 1},
-                  faults=[{"at_s": 1.5, "partition": {"nodes": ["n-0", "n-1", "n-2", "n-3"], "duration_s": 30}}])
+                  faults=[{"at_s": 1.0, "partition": {"nodes": ["n-0", "n-1", "n-2", "n-3"], "duration_s": 30}}])
     rep = run_report(tmp_path, sc)
     plane = rep["event_plane"]
     assert plane["links"]["kv_events"]["partitioned"] > 0

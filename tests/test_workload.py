@@ -79,6 +79,28 @@ def test_inferred_delay_is_floored_at_zero(tmp_path: Path) -> None:
     assert load_mooncake(path).sessions[0].turns[1].delay_ms == 0.0
 
 
+def test_inferred_delay_is_against_the_sessions_last_timestamp(tmp_path: Path) -> None:
+    """As the reference: a turn with only a delay keeps the last timestamp; a turn with neither has no delay."""
+    row = {"input_length": 10, "output_length": 2, "hash_ids": [1], "session_id": "s"}
+    path = _write(tmp_path, [{**row, "timestamp": 100}, {**row, "delay": 7}, {**row, "timestamp": 250}, row])
+    assert [t.delay_ms for t in load_mooncake(path).sessions[0].turns] == [0.0, 7.0, 150.0, 0.0]
+
+
+def test_file_order_is_kept_beside_start_order(tmp_path: Path) -> None:
+    """Sessions are sorted by start; `trace_order` keeps the file's order (closed-loop slots take that)."""
+    path = _write(tmp_path, [_row(session_id="A", timestamp=1000), _row(session_id="B", timestamp=0),
+                             _row(session_id="C", timestamp=500), _row(session_id="B", delay=10)])
+    w = load_mooncake(path)
+    assert [s.session_id for s in w.sessions] == ["B", "C", "A"]
+    assert w.trace_order == w.session_order == (2, 0, 1)
+    assert w.scaled(2.0).trace_order == (2, 0, 1)
+    assert w.first(2).trace_order == (0, 1) and [s.session_id for s in w.first(2).sessions] == ["B", "C"]
+    in_order = load_mooncake(_write(tmp_path, [_row(timestamp=1), _row(timestamp=2)]))
+    assert in_order.trace_order is None and in_order.session_order == (0, 1)
+    with pytest.raises(ValueError, match="permutation"):
+        Workload(w.sessions, w.trace_block_size, (0, 0, 1))
+
+
 def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
     good = json.dumps(_row())
     path = _write(tmp_path, f"{good}\n\n{good}\n{{oops\n")
@@ -239,9 +261,17 @@ def test_synthesis_is_deterministic_and_seeded() -> None:
         input_tokens=700, output_tokens=20, request_count=200, input_stddev=50, request_rate=10.0,
         shared_prefix_ratio=0.3, num_prefix_groups=5, turns_per_session=2,
     )
-    assert synthesize(spec) == synthesize(spec)
-    other = synthesize(spec.model_copy(update={"seed": 7}))
-    assert [s.start_ms for s in other.sessions] != [s.start_ms for s in synthesize(spec).sessions]
+    base = synthesize(spec)
+    assert synthesize(spec) == base
+    starts = [s.start_ms for s in base.sessions]
+    shapes = [[(t.input_length, t.hash_ids) for t in s.turns] for s in base.sessions]
+    # the arrival seed moves arrivals only; the shape seed moves groups and lengths only
+    moved = synthesize(spec.model_copy(update={"arrival_seed": 7}))
+    assert [s.start_ms for s in moved.sessions] != starts
+    assert [[(t.input_length, t.hash_ids) for t in s.turns] for s in moved.sessions] == shapes
+    reshaped = synthesize(spec.model_copy(update={"seed": 7}))
+    assert [s.start_ms for s in reshaped.sessions] == starts
+    assert [[(t.input_length, t.hash_ids) for t in s.turns] for s in reshaped.sessions] != shapes
 
 
 def test_spec_validation() -> None:

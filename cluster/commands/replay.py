@@ -46,12 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--num-prefix-groups", type=int, default=1)
     w.add_argument("--inter-turn-delay-ms", type=float, default=0.0)
     w.add_argument("--seed", type=int, default=42,
-                   help="seed of the run: the synthetic workload (the reference's arrival_seed) and the router")
+                   help="seed of the run (the router's tie-breaks)")
+    w.add_argument("--arrival-seed", type=int, default=42,
+                   help="seed of the synthetic arrival stream (the reference's arrival_seed)")
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--replay-mode", choices=("offline", "online"), default="offline")
     parser.add_argument("--router-mode", choices=("round_robin", "kv_router"), default="round_robin")
     parser.add_argument("--router-config", help="KV router settings, JSON object (kv_router mode)")
-    parser.add_argument("--replay-concurrency", type=int, help="closed loop: at most N requests in flight")
+    parser.add_argument("--replay-concurrency", type=int,
+                        help="closed loop: N session slots, each playing one session at a time")
     parser.add_argument("--arrival-speedup-ratio", type=float, default=1.0)
     parser.add_argument("--migration-limit", type=int, default=0,
                         help="times a request may move to another worker when its worker goes away (default 0: never)")
@@ -105,7 +108,7 @@ def _workload_fields(args: argparse.Namespace, engine: EngineConfig) -> dict[str
         "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
         "request_count": args.request_count, "turns_per_session": args.turns_per_session,
         "shared_prefix_ratio": args.shared_prefix_ratio, "num_prefix_groups": args.num_prefix_groups,
-        "inter_turn_delay_ms": args.inter_turn_delay_ms, "seed": args.seed,
+        "inter_turn_delay_ms": args.inter_turn_delay_ms, "arrival_seed": args.arrival_seed,
         "block_size": engine.block_size_tokens,
     }
     if args.request_rate is not None:

@@ -1,25 +1,38 @@
 """The frontend: workload arrivals, sessions, closed-loop concurrency and request records.
 
 Flow of one request: its arrival (a trace timestamp, or the previous turn of its session
-completing plus the turn's delay) reaches the frontend at ARRIVE priority; in concurrency
-mode it waits for one of `concurrency` in-flight slots. Dispatch creates the request's
-record (ids are dispatch order) and hands it to the router (`cluster.control.router_host`), which
-sends it to a rank now or after queueing. Responses come back over the event plane:
+completing plus the turn's delay) reaches the frontend at ARRIVE priority and is dispatched
+at once. Dispatch creates the request's record (ids are dispatch order) and hands it to the
+router (`cluster.control.router_host`), which sends it to a rank now or after queueing.
+
+Sessions, as the reference replay's workload driver (facts §k):
+- open loop (`concurrency` None): every session's first turn arrives at its `start_ms`;
+- closed loop (`concurrency` N): N session slots. A slot takes the next session in file
+  order (`Workload.session_order`; first-turn timestamps ignored), whose first turn arrives
+  when the slot takes it, and holds it across all its turns and think times; only when the
+  session has ended does the slot take the next one. So at most N sessions are open and at
+  most N requests in flight;
+- in both, turn k+1 arrives `delay_ms` after turn k ends; a completed or rejected turn lets
+  the session go on, a failed one ends it (its remaining turns are never sent);
+- same-instant arrivals go in file order of their sessions (the reference's ready heap
+  orders by time, then session index).
+
+Responses come back over the event plane:
 - `FirstTokenMsg`: the client sees the first token when the message arrives; the gap
   between arrival and engine time is the stream's latency, added to later engine times;
 - `CompletionMsg`: the engine-side record is merged; a completed request's last token
-  and end are the message's arrival; the slot is freed and the session's next turn is
-  scheduled `delay_ms` later.
+  and end are the message's arrival; the session's next turn is scheduled `delay_ms`
+  later, or, when the session has ended, its slot takes the next session.
 With a zero-latency plane every client time equals the engine time (the offline replay).
 
 Invariant: every dispatched request ends in exactly one terminal status, reported once
-to `on_done`; `records[i].request_id == i`.
+to `on_done`; `records[i].request_id == i`; the run is done when every turn has ended or
+was dropped with its failed session.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from typing import Callable
 
 from actors.engine.records import EngineRecord, FailureReason, RequestRecord, TerminalStatus
@@ -54,9 +67,17 @@ class Frontend:
         self._send_times = send_times
         self._on_finished = on_finished
         self.records: list[RequestRecord] = []
-        self._ready: deque[tuple[int, int]] = deque()
-        self._in_flight = 0
-        self._arrival_key = 0
+        self._open_sessions = 0
+        """Closed loop: sessions holding a slot (started, not ended)."""
+        self._next_session = 0
+        """Closed loop: the position in `workload.session_order` of the next session a free slot takes."""
+        order = workload.session_order
+        self._file_rank = list(range(len(order)))
+        """Session index -> its position in file order (the same-instant tie-break)."""
+        for position, session_idx in enumerate(order):
+            self._file_rank[session_idx] = position
+        self.num_dropped_turns = 0
+        """Turns never sent because an earlier turn of their session failed."""
         self._session_of: dict[int, tuple[int, int]] = {}
         self._token_shift: dict[int, float] = {}
         self.num_terminal = 0
@@ -69,44 +90,37 @@ class Frontend:
         return self.concurrency is not None or any(len(s.turns) > 1 for s in self.workload.sessions)
 
     def start(self) -> None:
-        """Schedule the first turns (trace mode) or fill the slots (concurrency mode)."""
+        """Schedule the first turns (open loop) or fill the session slots (closed loop)."""
         if self.concurrency is None:
             for i, session in enumerate(self.workload.sessions):
                 self._schedule_arrival(session.start_ms, i, 0)
         else:
-            # Closed loop: first turns ignore their timestamps and queue for slots in trace order.
-            for i in range(len(self.workload.sessions)):
-                self._ready.append((i, 0))
-            self._schedule(0.0, 0, self._on_slot_freed, None)
+            self._fill_slots(0.0)
         if self.workload.num_requests == 0:
             self.done_ms = 0.0
 
     # ------------------------------------------------------------------ arrivals
 
-    def _schedule(self, t_ms: float, key: int, handler: Callable[[float, object], None], arg: object) -> None:
-        self.loop.schedule(t_ms, Priority.ARRIVE, key, handler, arg)
+    def _schedule_arrival(self, t_ms: float, session_idx: int, turn_idx: int) -> None:
+        # key = the session's file position: a session has at most one pending turn, and
+        # same-instant arrivals go in file order whenever they were scheduled.
+        self.loop.schedule(t_ms, Priority.ARRIVE, self._file_rank[session_idx], self._on_arrival,
+                           (session_idx, turn_idx))
         if self._send_times is not None:
             heapq.heappush(self._send_times, t_ms)
 
-    def _schedule_arrival(self, t_ms: float, session_idx: int, turn_idx: int) -> None:
-        self._arrival_key += 1
-        self._schedule(t_ms, self._arrival_key, self._on_arrival, (session_idx, turn_idx))
-
     def _on_arrival(self, now: float, arg: object) -> None:
         assert isinstance(arg, tuple)
-        if self.concurrency is None:
-            self._dispatch(now, arg, arrival_ms=now)
-        else:
-            self._ready.append(arg)
-            self._fill_slots(now)
+        self._dispatch(now, arg, arrival_ms=now)
 
     def _fill_slots(self, now: float) -> None:
+        """Closed loop: every free slot takes the next session; its first turn arrives now."""
         assert self.concurrency is not None
-        while self._ready and self._in_flight < self.concurrency:
-            self._dispatch(now, self._ready.popleft(), arrival_ms=now)
-
-    def _on_slot_freed(self, now: float, _: object) -> None:
-        self._fill_slots(now)
+        order = self.workload.session_order
+        while self._open_sessions < self.concurrency and self._next_session < len(order):
+            self._schedule_arrival(now, order[self._next_session], 0)
+            self._next_session += 1
+            self._open_sessions += 1
 
     def _dispatch(self, now: float, arg: tuple[int, int], arrival_ms: float) -> None:
         session_idx, turn_idx = arg
@@ -120,7 +134,6 @@ class Frontend:
         )
         self.records.append(record)
         self._session_of[rid] = arg
-        self._in_flight += 1
         self._dispatch_to_router(now, record, turn.hash_ids)
 
     # ------------------------------------------------------------------ responses
@@ -159,22 +172,27 @@ class Frontend:
 
     def terminal(self, now: float, rec: RequestRecord, status: TerminalStatus, reason: FailureReason | None = None,
                  detail: str | None = None, cause: str | None = None) -> None:
-        """A request ended: record it, free its slot, schedule its session's next turn."""
+        """A request ended: record it, then schedule its session's next turn, or end the session
+        (last turn, or a failed one) and let its slot take the next session."""
         assert rec.terminal_status is TerminalStatus.INCOMPLETE, f"request {rec.request_id} ended twice"
         rec.terminal_status = status
         rec.terminal_ms = now
         rec.reason, rec.reason_detail, rec.cause = reason, detail, cause
-        self._in_flight -= 1
         self.num_terminal += 1
         if self._on_done is not None:
             self._on_done(rec)
         session_idx, turn_idx = self._session_of.pop(rec.request_id)
         session = self.workload.sessions[session_idx]
-        if turn_idx + 1 < len(session.turns):
+        remaining = len(session.turns) - turn_idx - 1
+        if remaining and status is not TerminalStatus.FAILED:
             self._schedule_arrival(now + session.turns[turn_idx + 1].delay_ms, session_idx, turn_idx + 1)
-        if self.concurrency is not None and self._ready:
-            self._schedule(now, 0, self._on_slot_freed, None)
-        if self.num_terminal == self.workload.num_requests:
+        else:
+            if status is TerminalStatus.FAILED:
+                self.num_dropped_turns += remaining
+            if self.concurrency is not None:
+                self._open_sessions -= 1
+                self._fill_slots(now)
+        if self.num_terminal + self.num_dropped_turns == self.workload.num_requests:
             self.done_ms = now
             if self._on_finished is not None:
                 self._on_finished(now)

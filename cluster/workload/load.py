@@ -48,7 +48,7 @@ def load_workload(spec: WorkloadSpec, resolve: Callable[[str], Path] = Path) -> 
         wl = load_mooncake(path, trace_block_size=spec.trace_block_size)
         kind = f"trace: {path.name}"
     if spec.max_sessions is not None:
-        wl = Workload(wl.sessions[:spec.max_sessions], wl.trace_block_size)
+        wl = wl.first(spec.max_sessions)
     if spec.arrival_speedup_ratio != 1.0:
         wl = wl.scaled(spec.arrival_speedup_ratio)
     sep = ": " if kind == "synthetic" else ", "

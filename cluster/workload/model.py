@@ -9,6 +9,9 @@ arrivals are known before the run. Requests carry no token strings: a turn has
 
 Invariants (checked in `__post_init__`):
 - sessions are sorted by `start_ms`; ties keep file (or creation) order;
+- `trace_order`, when given, is a permutation of the session indices: the sessions in file
+  order (first appearance), which closed-loop slots take sessions in and same-instant
+  arrivals are ordered by (the reference's session index); None = `sessions` order;
 - every session has at least one turn and its first turn has `delay_ms == 0.0`;
 - `turn.input_length <= len(turn.hash_ids) * trace_block_size`;
 - all times are finite, non-negative simulated milliseconds.
@@ -55,10 +58,13 @@ class Workload:
 
     sessions: tuple[Session, ...]
     trace_block_size: int
+    trace_order: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.trace_block_size <= 0:
             raise ValueError(f"trace_block_size must be positive, got {self.trace_block_size}")
+        if self.trace_order is not None and sorted(self.trace_order) != list(range(len(self.sessions))):
+            raise ValueError("trace_order is not a permutation of the sessions")
         previous = -math.inf
         for session in self.sessions:
             if not session.turns:
@@ -105,7 +111,18 @@ class Workload:
                 for s in self.sessions
             ),
             trace_block_size=self.trace_block_size,
+            trace_order=self.trace_order,
         )
+
+    def first(self, n: int) -> "Workload":
+        """The first `n` sessions (by start), keeping their file order."""
+        order = None if self.trace_order is None else tuple(i for i in self.trace_order if i < n)
+        return Workload(self.sessions[:n], self.trace_block_size, order)
+
+    @cached_property
+    def session_order(self) -> tuple[int, ...]:
+        """Session indices in file order (`trace_order`, else `sessions` order)."""
+        return self.trace_order if self.trace_order is not None else tuple(range(len(self.sessions)))
 
     @property
     def last_start_ms(self) -> float:

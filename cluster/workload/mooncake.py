@@ -97,10 +97,12 @@ def load_mooncake(
     Rows with the same `session_id` are the turns of one session, in file order; a row
     without `session_id` is its own session `request_<i>` (i = 0-based line index).
     The first turn's `timestamp` is the session start; a later turn uses `delay` (or
-    `delay_ms`) as its think time, else the difference of its timestamp and the previous
-    turn's, floored at 0. Timestamps are shifted so the earliest session starts at 0, then
-    timestamps and delays are divided by `arrival_speedup_ratio`. `input_length` is
-    clamped to `len(hash_ids) * trace_block_size`.
+    `delay_ms`) as its think time, else the difference of its timestamp and the session's
+    last timestamp so far, floored at 0, else 0 (as the reference). Timestamps are shifted
+    so the earliest session starts at 0, then timestamps and delays are divided by
+    `arrival_speedup_ratio`. `input_length` is clamped to `len(hash_ids) * trace_block_size`
+    (NOTE: the 1.6.1 reference refuses such a row instead). Sessions are sorted by start;
+    `Workload.trace_order` keeps their file order.
 
     Raises:
         WorkloadError: one line naming the file and line: not JSON, not an object,
@@ -124,6 +126,7 @@ def load_mooncake(
             raise WorkloadError(f"{path}:{first_line}: missing required field 'timestamp' (first turn of {session_id!r})")
         starts.append(first.timestamp)
         turns: list[Turn] = []
+        last_timestamp = first.timestamp
         for position, (line_no, row) in enumerate(rows):
             if position == 0:
                 delay = 0.0
@@ -131,13 +134,14 @@ def load_mooncake(
                 delay = row.delay
             elif row.delay_ms is not None:
                 delay = row.delay_ms
+            elif row.timestamp is not None:
+                # as the reference: against the session's last timestamp, whichever turn had it
+                assert last_timestamp is not None
+                delay = max(0.0, row.timestamp - last_timestamp)
             else:
-                prev = rows[position - 1][1].timestamp
-                if row.timestamp is None or prev is None:
-                    raise WorkloadError(
-                        f"{path}:{line_no}: turn {position} of {session_id!r} needs 'delay' or 'timestamp'"
-                    )
-                delay = max(0.0, row.timestamp - prev)
+                delay = 0.0
+            if row.timestamp is not None:
+                last_timestamp = row.timestamp
             ids = row.hash_ids
             turns.append(
                 Turn(
@@ -154,5 +158,8 @@ def load_mooncake(
         Session(session_id=sid, start_ms=(start - origin) / arrival_speedup_ratio, turns=turns)
         for sid, start, turns in zip(grouped, starts, turn_lists)
     ]
-    sessions.sort(key=lambda s: s.start_ms)  # stable: ties keep first-appearance order
-    return Workload(sessions=tuple(sessions), trace_block_size=trace_block_size)
+    by_start = sorted(range(len(sessions)), key=lambda i: sessions[i].start_ms)  # stable: ties keep file order
+    sorted_index = {file_idx: k for k, file_idx in enumerate(by_start)}
+    order = tuple(sorted_index[i] for i in range(len(sessions)))
+    return Workload(sessions=tuple(sessions[i] for i in by_start), trace_block_size=trace_block_size,
+                    trace_order=None if order == tuple(range(len(sessions))) else order)

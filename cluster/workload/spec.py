@@ -16,7 +16,7 @@ class WorkloadSpec(BaseModel):
     synthetic: SyntheticSpec | None = None
     trace_block_size: int = Field(512, ge=1, description="tokens per trace hash id")
     arrival_speedup_ratio: float = Field(1.0, gt=0.0)
-    concurrency: int | None = Field(None, ge=1, description="closed loop: at most N requests in flight")
+    concurrency: int | None = Field(None, ge=1, description="closed loop: N session slots (facts §k)")
     max_sessions: int | None = Field(None, ge=1, description="use only the first N sessions")
 
     @model_validator(mode="after")

@@ -1,7 +1,15 @@
 """The synthetic workload generator, as the reference replay's (facts §h).
 
-Deterministic: same spec, same workload; randomness comes from `numpy.random.Generator`s
-spawned from the spec's seed.
+Draw for draw the reference's (facts §h, §k): every random choice comes from a Rust
+`StdRng` stream (`cluster.workload.rust_rng`), in the reference's order:
+- arrivals: their own stream, `StdRng::seed_from_u64(arrival_seed)`: the first session at 0,
+  session i+1 `-ln(clamp(1 - u_i)) * 1000 / rate` ms after session i (a running f64 sum);
+- shape: one stream from `seed` (the reference fixes it at 42, whatever its arrival_seed):
+  per session one `random_range(0..num_prefix_groups)` (only when prefix sharing is on),
+  then per turn the input length and the output length (two draws each, Box-Muller, only
+  when its stddev is set).
+So prefix groups and length noise never move arrivals, and the same spec gives the same
+workload as the reference's generator with the same arguments.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.workload.model import Session, Turn, Workload
+from cluster.workload.rust_rng import RustStdRng
 
 PREFIX_HASH_TAG = 0xD00D
 """Shared-prefix hash ids of the synthetic generator are `0xD00D<<48 | group<<32 | block_idx`."""
@@ -41,8 +50,11 @@ class SyntheticSpec(BaseModel):
     turns_per_session: int = Field(default=1, ge=1)
     inter_turn_delay_ms: float = Field(default=0.0, ge=0.0)
     shared_prefix_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
-    num_prefix_groups: int = Field(default=1, ge=1, lt=1 << 16)
-    seed: int = Field(default=42, ge=0, description="Seed of all draws (the reference's arrival_seed).")
+    num_prefix_groups: int = Field(default=1, ge=0, lt=1 << 16,
+                                   description="Prefix groups; 0 = no shared prefix (as the reference).")
+    arrival_seed: int = Field(default=42, ge=0, lt=1 << 64, description="Seed of the arrival stream.")
+    seed: int = Field(default=42, ge=0, lt=1 << 64,
+                      description="Seed of prefix groups and length noise (the reference fixes it at 42).")
     block_size: int = Field(default=64, ge=1, description="Tokens per hash id (engine block size).")
 
     @model_validator(mode="after")
@@ -56,13 +68,6 @@ class SyntheticSpec(BaseModel):
         return 1.0 if self.arrival_interval_ms is None else self.arrival_interval_ms
 
 
-def _lengths(rng: np.random.Generator, mean: int, stddev: float | None, n: int) -> list[int]:
-    if not stddev:
-        return [mean] * n
-    draws = np.rint(rng.normal(float(mean), stddev, size=n))
-    return [int(v) for v in np.maximum(draws, 1.0)]
-
-
 def _round_half_up(x: float) -> int:
     """Rounding as Rust's f64::round for x >= 0 (half away from zero), not banker's."""
     return math.floor(x + 0.5)
@@ -73,39 +78,75 @@ def prefix_hash_id(group: int, block_idx: int) -> int:
     return (PREFIX_HASH_TAG << 48) | (group << 32) | block_idx
 
 
-def synthesize(spec: SyntheticSpec) -> Workload:
-    """Generate the workload `spec` describes; same spec, same workload.
+def arrival_times_ms(spec: SyntheticSpec) -> list[float]:
+    """First-turn arrivals of the sessions, as the reference's arrival stream (module docstring).
 
-    Independent streams (spawned from `spec.seed`) feed arrivals, lengths and prefix
-    groups, so enabling stddevs does not move arrivals. Per turn, with
-    n = ceil(isl / block_size) blocks, the first round(n * shared_prefix_ratio) ids are
-    `prefix_hash_id(group, 0..)`, the rest unique ids counting up from 1 over the run.
+    Constant gaps are `1000 / (1000 / interval)` ms (the reference turns an interval into a
+    rate and back) summed one by one, so the i-th start is not exactly `i * interval`.
     """
-    arrivals_rng, inputs_rng, outputs_rng, groups_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(4)
-    )
-    n_sessions = spec.request_count
-    n_turns = n_sessions * spec.turns_per_session
+    n = spec.request_count
     if spec.request_rate is not None:
-        gaps = arrivals_rng.exponential(1000.0 / spec.request_rate, size=n_sessions - 1)
-        starts = [0.0] + [float(v) for v in np.cumsum(gaps)]
+        mean_gap_ms = 1000.0 / spec.request_rate
+        u = RustStdRng(spec.arrival_seed).f64s(n - 1)
+        gaps = -mean_gap_ms * np.log(np.clip(1.0 - u, np.finfo(np.float64).tiny, 1.0))
     else:
-        starts = [i * spec.effective_arrival_interval_ms for i in range(n_sessions)]
-    inputs = _lengths(inputs_rng, spec.input_tokens, spec.input_stddev, n_turns)
-    outputs = _lengths(outputs_rng, spec.output_tokens, spec.output_stddev, n_turns)
-    groups = [int(g) for g in groups_rng.integers(0, spec.num_prefix_groups, size=n_sessions)]
+        interval = spec.effective_arrival_interval_ms
+        gap = 0.0 if interval == 0.0 else 1000.0 / (1000.0 / interval)
+        gaps = np.full(n - 1, gap)
+    # np.cumsum adds left to right, as the reference's running sum does.
+    return [0.0, *(float(v) for v in np.cumsum(gaps))]
 
+
+def _length(rng: RustStdRng, mean: int, stddev: float | None) -> int:
+    """One sampled length, as the reference's `sample_length` (min 1, Box-Muller on two draws)."""
+    if not stddev:
+        return max(mean, 1)
+    u1 = min(max(1.0 - rng.random_f64(), np.finfo(np.float64).tiny), 1.0)
+    u2 = rng.random_f64()
+    z0 = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    sample = float(mean) + z0 * abs(stddev)
+    return max(_round_half_up(sample) if sample >= 0 else -_round_half_up(-sample), 1)
+
+
+def _shapes(spec: SyntheticSpec) -> tuple[list[int | None], list[int], list[int]]:
+    """(group per session, input length per turn, output length per turn) from the shape stream."""
+    rng = RustStdRng(spec.seed)
+    sharing = spec.num_prefix_groups > 0 and spec.shared_prefix_ratio > 0.0
+    noisy = bool(spec.input_stddev) or bool(spec.output_stddev)
+    n, turns = spec.request_count, spec.turns_per_session
+    if not noisy:
+        groups: list[int | None] = list(rng.ranges(spec.num_prefix_groups, n)) if sharing else [None] * n
+        return groups, [max(spec.input_tokens, 1)] * (n * turns), [max(spec.output_tokens, 1)] * (n * turns)
+    groups, inputs, outputs = [], [], []
+    for _ in range(n):
+        groups.append(rng.random_range(spec.num_prefix_groups) if sharing else None)
+        for _ in range(turns):
+            inputs.append(_length(rng, spec.input_tokens, spec.input_stddev))
+            outputs.append(_length(rng, spec.output_tokens, spec.output_stddev))
+    return groups, inputs, outputs
+
+
+def synthesize(spec: SyntheticSpec) -> Workload:
+    """Generate the workload `spec` describes; same spec, same workload (module docstring).
+
+    Per turn, with n = ceil(isl / block_size) blocks, the first round(n * shared_prefix_ratio)
+    ids are `prefix_hash_id(group, 0..)` when the session has a group, the rest unique ids
+    counting up from 1 over the run.
+    """
+    starts = arrival_times_ms(spec)
+    groups, inputs, outputs = _shapes(spec)
     bs = spec.block_size
     next_unique = 1
     sessions: list[Session] = []
-    for s in range(n_sessions):
+    for s in range(spec.request_count):
         turns: list[Turn] = []
+        group = groups[s]
         for t in range(spec.turns_per_session):
             k = s * spec.turns_per_session + t
             isl = inputs[k]
             n_blocks = -(-isl // bs)
-            n_prefix = min(n_blocks, _round_half_up(n_blocks * spec.shared_prefix_ratio))
-            ids = [prefix_hash_id(groups[s], b) for b in range(n_prefix)]
+            n_prefix = 0 if group is None else min(n_blocks, _round_half_up(n_blocks * spec.shared_prefix_ratio))
+            ids = [prefix_hash_id(group, b) for b in range(n_prefix)] if group is not None else []
             ids.extend(range(next_unique, next_unique + n_blocks - n_prefix))
             next_unique += n_blocks - n_prefix
             delay = 0.0 if t == 0 else spec.inter_turn_delay_ms
