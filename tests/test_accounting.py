@@ -35,11 +35,16 @@ def test_killing_every_node_fails_every_request_with_a_reason(tmp_path: Path) ->
     reasons = Counter(r.reason for r in records if r.terminal_status is TerminalStatus.FAILED)
     assert reasons[FailureReason.WORKER_KILLED] > 0
     assert reasons[FailureReason.NO_LIVE_WORKER] > 0  # later arrivals, and every second turn after them
-    late = [r for r in records if r.arrival_ms > 300.0]
+    # a session whose first turn failed ends: its second turn is recorded, never sent, at that moment
+    dropped = [r for r in records if r.reason is FailureReason.SESSION_ENDED]
+    assert dropped and all(r.turn_index == 1 and r.worker_id == -1 and r.terminal_ms == r.arrival_ms for r in dropped)
+    late = [r for r in records if r.arrival_ms > 300.0 and r.reason is not FailureReason.SESSION_ENDED]
     assert late and all(r.reason is FailureReason.NO_LIVE_WORKER and r.terminal_ms == r.dispatched_ms for r in late)
     # the run lasts as long as arrivals do, not until the last completion
     assert report["run"]["end_ms"] >= max(r.arrival_ms for r in records) > report["summary"]["duration_ms"]
     assert sum(f["requests_failed"] for f in report["faults"]) == reasons[FailureReason.WORKER_KILLED]
+    killed_sessions = {r.session_id for r in records if r.reason is FailureReason.WORKER_KILLED and r.turn_index == 0}
+    assert sum(f["turns_dropped"] for f in report["faults"]) == len(killed_sessions)
 
 
 def test_requests_waiting_for_a_starting_worker_are_served_by_it(tmp_path: Path) -> None:
@@ -52,7 +57,7 @@ def test_requests_waiting_for_a_starting_worker_are_served_by_it(tmp_path: Path)
     records = _check_all_ended(report, 120)
     # between 0.3 s (the kills) and 0.45 s (agg-2 ready) requests wait for agg-2; none fails for want of a worker
     assert not [r for r in records if r.reason is FailureReason.NO_LIVE_WORKER]
-    waited = [r for r in records if 300.0 < r.arrival_ms < 450.0]
+    waited = [r for r in records if 300.0 < r.arrival_ms < 450.0 and r.reason is not FailureReason.SESSION_ENDED]
     assert waited and all(r.worker_id == 2 and r.terminal_status is TerminalStatus.COMPLETED for r in waited)
     assert all(r.first_token_ms is not None and r.first_token_ms > 450.0 for r in waited)
 

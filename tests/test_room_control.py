@@ -99,7 +99,8 @@ def test_a_session_sends_its_next_turn_delay_ms_after_the_previous_completes() -
 
 
 def test_a_failed_turn_ends_its_session() -> None:
-    """As the reference's driver: the failed session's later turns are never sent, and count as ended."""
+    """As the reference's driver: the failed session's later turns are never sent; each is recorded
+    at once as failed `session_ended`, so every turn of the workload has a record."""
     loop, d, finished = EventLoop(), Dispatch(), []  # type: ignore[var-annotated]
     fe = Frontend(workload((10.0, [(16, 0.0), (16, 30.0), (16, 5.0)]), (20.0, [(16, 0.0)])), loop, d,
                   on_finished=finished.append)
@@ -108,7 +109,11 @@ def test_a_failed_turn_ends_its_session() -> None:
     at(loop, 60.0, fe.on_completion, completion(1))
     loop.run()
     assert d.seen() == [(10.0, 0, "s0", 0), (20.0, 1, "s1", 0)]
-    assert (fe.num_terminal, fe.num_dropped_turns, fe.done_ms, finished) == (2, 2, 60.0, [60.0])
+    assert (fe.num_terminal, fe.num_dropped_turns, fe.done_ms, finished) == (4, 2, 60.0, [60.0])
+    dropped = [(r.request_id, r.turn_index, r.terminal_status, r.reason, r.terminal_ms, r.reason_detail)
+               for r in fe.records if r.reason is FailureReason.SESSION_ENDED]
+    assert dropped == [(2, 1, FAILED, FailureReason.SESSION_ENDED, 50.0, "turn 0 of session s0 failed (worker_killed)"),
+                       (3, 2, FAILED, FailureReason.SESSION_ENDED, 50.0, "turn 0 of session s0 failed (worker_killed)")]
 
 
 def test_concurrency_mode_keeps_at_most_n_in_flight() -> None:
@@ -150,12 +155,15 @@ def test_slots_take_sessions_in_workload_order_ignoring_timestamps() -> None:
     fe.start()
     at(loop, 10.0, fe.on_completion, completion(1, FAILED, reason=KILLED))  # s1 turn 0: s1 ends
     at(loop, 30.0, fe.on_completion, completion(0))  # s0 turn 0: s0 thinks 100 ms
-    at(loop, 40.0, fe.on_completion, completion(2))  # s2: s3 takes the slot
-    at(loop, 140.0, fe.on_completion, completion(4))
-    at(loop, 150.0, fe.on_completion, completion(3))
+    at(loop, 40.0, fe.on_completion, completion(3))  # s2: s3 takes the slot
+    at(loop, 140.0, fe.on_completion, completion(5))
+    at(loop, 150.0, fe.on_completion, completion(4))
     loop.run()
-    assert d.seen() == [(0.0, 0, "s0", 0), (0.0, 1, "s1", 0), (10.0, 2, "s2", 0), (40.0, 3, "s3", 0),
-                        (130.0, 4, "s0", 1)]
+    # id 2 is s1's second turn, recorded (not sent) as session_ended when s1's first failed
+    assert d.seen() == [(0.0, 0, "s0", 0), (0.0, 1, "s1", 0), (10.0, 3, "s2", 0), (40.0, 4, "s3", 0),
+                        (130.0, 5, "s0", 1)]
+    assert (fe.records[2].session_id, fe.records[2].turn_index, fe.records[2].reason) == (
+        "s1", 1, FailureReason.SESSION_ENDED)
     assert fe.done_ms == 150.0
 
 

@@ -51,11 +51,14 @@ class FailureReason(str, Enum):
     REJECTED_TOKEN_BUDGET = "rejected_token_budget"
     """With chunked prefill off, the prompt exceeds `max_num_batched_tokens`."""
     REJECTED_KV_CAPACITY = "rejected_kv_capacity"
+    """After a preemption, the grown sequence no longer fits the rank's KV cache."""
     DRAIN_DEADLINE = "drain_deadline"
     """Its worker was draining and the drain's deadline passed before it finished."""
     MIGRATION_LIMIT = "migration_limit"
     """Its worker died (or drained past its deadline) after it had migrated `migration_limit` times."""
-    """After a preemption, the grown sequence no longer fits the rank's KV cache."""
+    SESSION_ENDED = "session_ended"
+    """An earlier turn of its session failed, which ends the session as in the reference's driver:
+    this turn was never sent (its record is written when the failed turn ends)."""
 
 
 @dataclass(slots=True)

@@ -13,7 +13,8 @@ Sessions, as the reference replay's workload driver (facts §k):
   session has ended does the slot take the next one. So at most N sessions are open and at
   most N requests in flight;
 - in both, turn k+1 arrives `delay_ms` after turn k ends; a completed or rejected turn lets
-  the session go on, a failed one ends it (its remaining turns are never sent);
+  the session go on, a failed one ends it: its remaining turns are never sent, and each gets
+  a record at once, failed with reason `session_ended` (nothing in the workload goes unrecorded);
 - same-instant arrivals go in file order of their sessions (the reference's ready heap
   orders by time, then session index).
 
@@ -26,8 +27,8 @@ Responses come back over the event plane:
 With a zero-latency plane every client time equals the engine time (the offline replay).
 
 Invariant: every dispatched request ends in exactly one terminal status, reported once
-to `on_done`; `records[i].request_id == i`; the run is done when every turn has ended or
-was dropped with its failed session.
+to `on_done`; `records[i].request_id == i`; every turn of the workload gets exactly one
+record; the run is done when every record has ended.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Frontend:
         for position, session_idx in enumerate(order):
             self._file_rank[session_idx] = position
         self.num_dropped_turns = 0
-        """Turns never sent because an earlier turn of their session failed."""
+        """Turns never sent because an earlier turn of their session failed (each has a record,
+        failed with reason `session_ended`)."""
         self._session_of: dict[int, tuple[int, int]] = {}
         self._token_shift: dict[int, float] = {}
         self.num_terminal = 0
@@ -173,14 +175,9 @@ class Frontend:
     def terminal(self, now: float, rec: RequestRecord, status: TerminalStatus, reason: FailureReason | None = None,
                  detail: str | None = None, cause: str | None = None) -> None:
         """A request ended: record it, then schedule its session's next turn, or end the session
-        (last turn, or a failed one) and let its slot take the next session."""
-        assert rec.terminal_status is TerminalStatus.INCOMPLETE, f"request {rec.request_id} ended twice"
-        rec.terminal_status = status
-        rec.terminal_ms = now
-        rec.reason, rec.reason_detail, rec.cause = reason, detail, cause
-        self.num_terminal += 1
-        if self._on_done is not None:
-            self._on_done(rec)
+        (last turn, or a failed one, whose later turns are recorded as `session_ended`) and let
+        its slot take the next session."""
+        self._end(now, rec, status, reason, detail, cause)
         session_idx, turn_idx = self._session_of.pop(rec.request_id)
         session = self.workload.sessions[session_idx]
         remaining = len(session.turns) - turn_idx - 1
@@ -188,11 +185,39 @@ class Frontend:
             self._schedule_arrival(now + session.turns[turn_idx + 1].delay_ms, session_idx, turn_idx + 1)
         else:
             if status is TerminalStatus.FAILED:
-                self.num_dropped_turns += remaining
+                self._drop_turns(now, session_idx, turn_idx, reason, cause)
             if self.concurrency is not None:
                 self._open_sessions -= 1
                 self._fill_slots(now)
-        if self.num_terminal + self.num_dropped_turns == self.workload.num_requests:
+        if self.num_terminal == self.workload.num_requests:
             self.done_ms = now
             if self._on_finished is not None:
                 self._on_finished(now)
+
+    def _end(self, now: float, rec: RequestRecord, status: TerminalStatus, reason: FailureReason | None,
+             detail: str | None, cause: str | None) -> None:
+        assert rec.terminal_status is TerminalStatus.INCOMPLETE, f"request {rec.request_id} ended twice"
+        rec.terminal_status = status
+        rec.terminal_ms = now
+        rec.reason, rec.reason_detail, rec.cause = reason, detail, cause
+        self.num_terminal += 1
+        if self._on_done is not None:
+            self._on_done(rec)
+
+    def _drop_turns(self, now: float, session_idx: int, failed_turn: int, reason: FailureReason | None,
+                    cause: str | None) -> None:
+        """Record the turns after `failed_turn` of a session as failed `session_ended` at `now`:
+        never sent, so never routed (no worker, no engine record)."""
+        session = self.workload.sessions[session_idx]
+        why = reason.value if reason is not None else "failed"
+        detail = f"turn {failed_turn} of session {session.session_id} failed ({why})"
+        for turn_idx in range(failed_turn + 1, len(session.turns)):
+            turn = session.turns[turn_idx]
+            rec = RequestRecord(
+                request_id=len(self.records), session_id=session.session_id, turn_index=turn_idx,
+                input_length=turn.input_length, requested_output_length=turn.output_length,
+                arrival_ms=now, dispatched_ms=now,
+            )
+            self.records.append(rec)
+            self.num_dropped_turns += 1
+            self._end(now, rec, TerminalStatus.FAILED, FailureReason.SESSION_ENDED, detail, cause)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from actors.engine.records import TerminalStatus
+from actors.engine.records import FailureReason, TerminalStatus
 from cluster.control.fleet import Fleet, WorkerInfo, WorkerLife
 from cluster.control.host import ControlHost
 from cluster.report.summary import WorkerLifetime, build_summary
@@ -170,7 +170,10 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
             "physical_gpu_hours": physical.get(n.name, 0.0) / 3_600_000.0,
         })
     statuses = Counter(r.terminal_status.value for r in records)
-    failed_by_cause = Counter(r.cause for r in records if r.terminal_status is TerminalStatus.FAILED)
+    # a fault fails the requests it hit; later turns of their sessions, never sent, are its `turns_dropped`
+    failed_by_cause = Counter(r.cause for r in records if r.terminal_status is TerminalStatus.FAILED
+                              and r.reason is not FailureReason.SESSION_ENDED)
+    dropped_by_cause = Counter(r.cause for r in records if r.reason is FailureReason.SESSION_ENDED)
     killed: dict[str, list[str]] = {}  # a kill also hits workers added after the run began
     for life in lives:
         if life.failed_by is not None:
@@ -186,6 +189,7 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         if f["kind"] not in ("partition", "degrade_link"):
             entry.setdefault("workers", hit)  # killed by it; a slowdown lists the workers it slowed
         entry["requests_failed"] = failed_by_cause.get(str(f["id"]), 0)
+        entry["turns_dropped"] = dropped_by_cause.get(str(f["id"]), 0)
         faults.append(entry)
     kv = control.router.kv_router
     plane: dict[str, Any] = {

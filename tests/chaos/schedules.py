@@ -143,7 +143,8 @@ def run(sc: dict[str, Any], runtime: str = "local", shards: int = 1) -> Outcome:
                         rel_tol=1e-9, abs_tol=1e-15):
         v.append("workers' gpu_hours do not add up to the summary's")
     # faults are counted once: each failed request is charged to at most one fault
-    charged = sum(f["requests_failed"] for f in report["faults"])
+    # (requests it hit as requests_failed, later turns of their sessions as turns_dropped)
+    charged = sum(f["requests_failed"] + f["turns_dropped"] for f in report["faults"])
     failed = sum(1 for r in records if r.terminal_status is TerminalStatus.FAILED and r.cause is not None
                  and r.cause.startswith("faults."))
     if charged != failed:
