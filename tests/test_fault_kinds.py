@@ -141,3 +141,24 @@ def test_a_node_switching_mode_drains_switches_and_its_workers_are_placed_again(
 def test_a_fault_naming_nothing_is_refused_before_the_run(tmp_path: Path, fault: dict[str, Any], message: str) -> None:
     with pytest.raises(ScenarioError, match=message.replace(".", r"\.")):
         load_scenario(write(tmp_path, scenario(faults=[fault])))
+
+
+def test_a_straggler_window_slows_workers_placed_inside_it(tmp_path: Path) -> None:
+    def added(*faults: dict[str, Any]) -> dict[str, Any]:
+        sc = _busy(*faults)
+        sc["events"] = [{"at_s": 0.25, "add_workers": {"deployment": "agg", "count": 1}}]
+        return sc
+
+    base = run_report(tmp_path, added())
+    new = {w["name"]: w for w in base["workers"]}["agg-8"]
+    slow = run_report(tmp_path, added({"at_s": 0.2, "slow_gpu": {"node": new["nodes"][0], "duration_s": 5.0,
+                                                                   "factor": 5.0}}))
+    assert "agg-8" in slow["faults"][0]["workers"]  # placed at 0.25 s on the slowed node, inside the window
+
+    def itl(report: dict[str, Any]) -> float:
+        """Mean inter-token time of agg-8's requests (all inside the window: pass times x factor)."""
+        rs = [r for r in report["_records"] if r.worker_id == new["worker_id"] and r.terminal_ms < 5200.0]
+        assert rs
+        return sum((r.terminal_ms - r.first_token_ms) / (r.output_length - 1) for r in rs) / len(rs)
+
+    assert itl(slow) > 3.0 * itl(base)

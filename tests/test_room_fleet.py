@@ -10,7 +10,8 @@ import pytest
 
 from actors.engine.config import EngineConfig
 from actors.engine.records import FailureReason
-from cluster.control.fleet import FaultPlan, Fleet, WorkerInfo, WorkerSource
+from cluster.control.fleet import FaultPlan, Fleet
+from cluster.control.workers import WorkerInfo, WorkerSource
 from cluster.control.router_host import RouterHost
 from cluster.plane.messages import Topic, WorkerDownMsg
 from cluster.plane.ranks import (

@@ -22,11 +22,11 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from actors.engine.config import EngineConfig
 from actors.engine.records import FailureReason
 from cluster.control.router_host import RouterHost
+from cluster.control.workers import WorkerInfo, WorkerSource
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import CONTROL_ADDR, Topic, WorkerDownMsg
 from cluster.plane.ranks import (
@@ -35,65 +35,15 @@ from cluster.plane.ranks import (
     RankReadyMsg,
     RankSpec,
     RankStoppedMsg,
+    SlowdownPlan,
     StartRankMsg,
     StopRankMsg,
     rank_addr,
 )
 from cluster.sim.clock import EventLoop, Priority
 
-if TYPE_CHECKING:
-    from cluster.hardware.virtualization import VGpu
-
 _ACTION_KEY = 1 << 41
 """Loop keys of fleet actions (CONTROL priority) sort after node-side CONTROL events of an instant."""
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One placed engine worker."""
-
-    worker_id: int
-    name: str
-    deployment: str
-    gidxs: tuple[int, ...]
-    vgpus: tuple[tuple[VGpu, ...], ...]
-    """Per DP rank, its tp_size vGPUs (empty on abstract GPUs)."""
-    engine: EngineConfig
-    num_gpus: int
-    """GPUs it occupies: its vGPUs, or `tp_size` abstract GPUs."""
-    rank_nodes: tuple[str, ...]
-    """Per DP rank, the node of its first vGPU (the Ray runtime's shard unit)."""
-    ranks: tuple[RankSpec, ...]
-
-    @property
-    def nodes(self) -> list[str]:
-        return sorted(set(self.rank_nodes)) if self.vgpus else []
-
-
-class WorkerSource(Protocol):
-    """Places workers of the scenario's deployments (`cluster.scenario.deploy.WorkerBuilder`)."""
-
-    def deployment_index(self, name: str) -> int | None: ...
-
-    def build(self, k: int, worker_id: int, name: str, first_gidx: int) -> WorkerInfo | None:
-        """Place worker `name` of deployment `k`; None when no vGPU fits."""
-        ...
-
-    def free(self, name: str, now_ms: float) -> None:
-        """Give the worker's vGPUs back."""
-        ...
-
-    def switch_node(self, node: str, cfg: Any, now_ms: float, switch_ms: float, fail: bool) -> list[str]:
-        """Start a node's virtualization mode switch; the workers it must drain first (ValueError: refused)."""
-        ...
-
-    def switch_done_ms(self, node: str) -> float | None:
-        """When the node's switch completes (None: still draining)."""
-        ...
-
-    def complete_switch(self, node: str, now_ms: float) -> str:
-        """Finish the switch; the node's status (`ready`, or `switch-failed`)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +125,15 @@ class Fleet:
 
     def __init__(self, loop: EventLoop, plane: PlaneEndpoint, router: RouterHost, source: WorkerSource | None,
                  initial: list[WorkerInfo], faults: tuple[FaultPlan, ...] = (),
-                 send_times: list[float] | None = None) -> None:
+                 send_times: list[float] | None = None, slow_plans: tuple[SlowdownPlan, ...] = ()) -> None:
         self.loop = loop
         self.plane = plane
         self.router = router
         self.source = source
         self.faults = faults
+        self.slow_plans = slow_plans
+        self.slowed_later: dict[str, list[str]] = {}
+        """A slow_gpu fault (`faults.<key>`) -> workers placed during the run that its window slowed."""
         self._send_times = send_times
         self.lives: dict[int, WorkerLife] = {}
         self._by_name: dict[str, WorkerLife] = {}
@@ -280,8 +233,12 @@ class Fleet:
         self._record(WorkerLife(info, "starting", now))
         startup_ms = (info.engine.startup_time or 0.0) * 1000.0
         kills = tuple(f.kill(info.gidxs) for f in self.faults if f.t_ms > now and f.hits(info))
+        slow = [p for p in self.slow_plans if p.until_ms > now and p.hits(info.name, info.rank_nodes)]
+        for p in slow:
+            self.slowed_later.setdefault(f"faults.{p.key}", []).append(name)
+        slowdowns = tuple(p.slowdown(info.gidxs) for p in slow)
         for spec in info.ranks:
-            start = StartRankMsg(_with_startup(spec, startup_ms), kills)
+            start = StartRankMsg(_with_startup(spec, startup_ms), kills, slowdowns)
             self.plane.send(Topic.CONTROL, CONTROL_ADDR, spec.addr, start, now)
         self._log(now, "add_worker", deployment=deployment, worker=name, outcome="placed", cause=cause)
 

@@ -93,12 +93,17 @@ class NodeHost:
         for kill in kills:
             self._schedule_kill(kill)
         for sd in slowdowns:
-            mine = tuple(g for g in sd.gidxs if g in self._stragglers)
-            if mine:
-                self.loop.schedule(sd.t_ms, Priority.CONTROL, sd.key, self._on_speed, (mine, sd.factor))
-                self.loop.schedule(sd.until_ms, Priority.CONTROL, sd.key, self._on_speed, (mine, 1.0))
-                heapq.heappush(self._response_times, sd.t_ms)  # re-timed runs end at new times
-                heapq.heappush(self._response_times, sd.until_ms)
+            self._schedule_slowdown(sd, 0.0)
+
+    def _schedule_slowdown(self, sd: RankSlowdown, now: float) -> None:
+        """Open the window at its start (or now, for a rank placed inside it) and close it at its end."""
+        mine = tuple(g for g in sd.gidxs if g in self._stragglers)
+        if mine and sd.until_ms > now:
+            start = max(sd.t_ms, now)
+            self.loop.schedule(start, Priority.CONTROL, sd.key, self._on_speed, (mine, sd.factor))
+            self.loop.schedule(sd.until_ms, Priority.CONTROL, sd.key, self._on_speed, (mine, 1.0))
+            heapq.heappush(self._response_times, start)  # re-timed runs end at new times
+            heapq.heappush(self._response_times, sd.until_ms)
 
     def _schedule_kill(self, kill: RankKill) -> None:
         mine = tuple(g for g in kill.gidxs if rank_addr(g) in self._hosted)
@@ -168,9 +173,12 @@ class NodeHost:
 
     def _start_rank(self, now: float, msg: StartRankMsg) -> None:
         """Host a rank the control plane placed here; it serves `startup_ms` later."""
+        self._slowed.update(g for sd in msg.slowdowns for g in sd.gidxs)
         h = self._host(msg.spec)
         for kill in msg.kills:
             self._schedule_kill(kill)
+        for sd in msg.slowdowns:
+            self._schedule_slowdown(sd, now)
         self._arm_heartbeats(now)
         ready_ms = now + msg.spec.startup_ms
         self.loop.schedule(ready_ms, Priority.CONTROL, READY_KEY + msg.spec.gidx, self._on_ready, h)

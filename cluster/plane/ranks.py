@@ -55,6 +55,26 @@ class RankSlowdown:
 
 
 @dataclass(frozen=True, slots=True)
+class SlowdownPlan:
+    """A straggler window (slow_gpu `faults.<key>`) as workers placed during the run must learn of it:
+    a worker named `worker`, or one with a rank on `node`, placed before `until_ms` runs slowed for
+    the rest of the window."""
+
+    t_ms: float
+    until_ms: float
+    worker: str | None
+    node: str | None
+    factor: float
+    key: int
+
+    def hits(self, name: str, rank_nodes: tuple[str, ...]) -> bool:
+        return self.worker == name or (self.node is not None and self.node in rank_nodes)
+
+    def slowdown(self, gidxs: tuple[int, ...]) -> RankSlowdown:
+        return RankSlowdown(self.t_ms, self.until_ms, gidxs, self.factor, self.key)
+
+
+@dataclass(frozen=True, slots=True)
 class RankSpec:
     """One (worker, dp_rank) slot to host: what it runs and where.
 
@@ -81,10 +101,12 @@ class RankSpec:
 
 @dataclass(frozen=True, slots=True)
 class StartRankMsg:
-    """Control -> a new rank's address: host it; `kills` are the faults scheduled to hit it."""
+    """Control -> a new rank's address: host it; `kills` are the faults scheduled to hit it,
+    `slowdowns` the straggler windows not yet over that cover it."""
 
     spec: RankSpec
     kills: tuple[RankKill, ...] = ()
+    slowdowns: tuple[RankSlowdown, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from actors.engine.records import FailureReason, TerminalStatus
-from cluster.control.fleet import Fleet, WorkerInfo, WorkerLife
+from cluster.control.fleet import Fleet, WorkerLife
+from cluster.control.workers import WorkerInfo
 from cluster.control.host import ControlHost
 from cluster.report.summary import WorkerLifetime, build_summary
 from cluster.runtime.shard import RunResult
@@ -188,6 +189,10 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         entry["applied"] = bool(hit) or (end_ms is not None and at_ms <= end_ms)
         if f["kind"] not in ("partition", "degrade_link"):
             entry.setdefault("workers", hit)  # killed by it; a slowdown lists the workers it slowed
+        if f["kind"] == "slow_gpu":  # and the workers placed inside its window
+            initial = entry["workers"]
+            assert isinstance(initial, list)
+            entry["workers"] = [*initial, *control.fleet.slowed_later.get(str(f["id"]), [])]
         entry["requests_failed"] = failed_by_cause.get(str(f["id"]), 0)
         entry["turns_dropped"] = dropped_by_cause.get(str(f["id"]), 0)
         faults.append(entry)

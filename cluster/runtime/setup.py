@@ -13,14 +13,15 @@ from typing import Callable, Sequence
 
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import RequestRecord
-from cluster.control.fleet import FaultPlan, Fleet, FleetAction, WorkerInfo, WorkerSource
+from cluster.control.fleet import FaultPlan, Fleet, FleetAction
+from cluster.control.workers import WorkerInfo, WorkerSource
 from cluster.control.host import ControlHost
 from cluster.control.router_host import RouterHost
 from cluster.nodes.hosted import HostOptions
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
 from cluster.plane.links import Partition
 from cluster.plane.messages import CONTROL_ADDR, Topic
-from cluster.plane.ranks import RankKill, RankSlowdown, RankSpec
+from cluster.plane.ranks import RankKill, RankSlowdown, RankSpec, SlowdownPlan
 from cluster.runtime.shard import ShardPlan
 from cluster.sim.clock import EventLoop
 from cluster.workload.model import Workload
@@ -52,7 +53,9 @@ class SimulationSetup:
     actions: tuple[FleetAction, ...] = ()
     """Scheduled changes of the fleet (scenario `events:`)."""
     slowdowns: tuple[RankSlowdown, ...] = ()
-    """Straggler windows (slow_gpu faults)."""
+    """Straggler windows (slow_gpu faults) of the initial ranks."""
+    slow_plans: tuple[SlowdownPlan, ...] = ()
+    """The same windows, for workers placed during the run."""
     migration_limits: dict[str, int] = field(default_factory=dict)
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
 
@@ -109,7 +112,8 @@ class SimulationSetup:
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery,
                             fail=control.fail)
-        fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
+        fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times,
+                      self.slow_plans)
         # A restarted router asks for replays, whose replies may ask again: stream messages can trigger sends.
         lossy = self.plane.kv_lossy or bool(self.partitions) or any(a.kind == "restart_router" for a in self.actions)
         limits = self.migration_limits

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.engine.config import EngineConfig, ExternalTimingConfig, InterpolatedTimingConfig, RooflineTimingConfig
 from actors.engine.timing.models import TimingModel
-from cluster.control.fleet import WorkerInfo
+from cluster.control.workers import WorkerInfo
 from cluster.plane.ranks import RankSpec
 
 if TYPE_CHECKING:  # the hardware rooms load only when a cluster or a roofline model needs them

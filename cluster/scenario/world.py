@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from actors.engine.records import FailureReason
-from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
+from cluster.control.fleet import FaultPlan, FleetAction
+from cluster.control.workers import WorkerInfo
 from cluster.plane.links import Partition
-from cluster.plane.ranks import RankSlowdown, RankSpec
+from cluster.plane.ranks import RankSlowdown, RankSpec, SlowdownPlan
 from cluster.runtime.setup import SimulationSetup
 from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
@@ -143,6 +144,7 @@ class _FaultBuild:
     plans: list[FaultPlan] = field(default_factory=list)
     partitions: list[Partition] = field(default_factory=list)
     slowdowns: list[RankSlowdown] = field(default_factory=list)
+    slow_plans: list[SlowdownPlan] = field(default_factory=list)
     actions: list[FleetAction] = field(default_factory=list)
     listed: list[dict[str, object]] = field(default_factory=list)
 
@@ -192,6 +194,7 @@ def _slow_gpu(b: _FaultBuild, k: int, t: float, f: Fault) -> None:
     gidxs = tuple(x for w in hit for x in w.gidxs)
     until = t + g.duration_s * 1000.0
     b.slowdowns.append(RankSlowdown(t, until, gidxs, g.factor, k))
+    b.slow_plans.append(SlowdownPlan(t, until, g.worker, g.node, g.factor, k))  # for workers placed later
     b.listed.append({"at_ms": t, "kind": "slow_gpu", "target": g.node or g.worker, "until_ms": until,
                      "factor": g.factor, "workers": [w.name for w in hit]})
 
@@ -281,6 +284,7 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             collect_kv_events=collect_kv_events, kills=kills, partitions=tuple(faults.partitions),
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=tuple(faults.plans),
                             actions=_actions(loaded) + tuple(faults.actions), slowdowns=tuple(faults.slowdowns),
+                            slow_plans=tuple(faults.slow_plans),
                             migration_limits={d.name: d.migration_limit for d in sc.deployments})
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
 
