@@ -174,8 +174,10 @@ def run_synthetic_trace_replay(
 ) -> ReplayReport:
     """A synthetic workload, as the reference's `dynamo.replay.run_synthetic_trace_replay`.
 
-    `arrival_seed` is the run's seed (`clustersim replay --seed`). As in the reference, exactly one
-    of `replay_concurrency`, `request_rate` and `arrival_interval_ms` sets the load.
+    `arrival_seed` seeds the arrival stream and prefix groups as the reference's does
+    (`clustersim replay --arrival-seed`), and the router's tie-breaks (`--seed`). As in the
+    reference, exactly one of `replay_concurrency`, `request_rate` and `arrival_interval_ms` sets
+    the load, and `num_prefix_groups` 0 (its default) shares no prefix whatever the ratio.
     """
     _refuse_not_built(locals())
     if sum(v is not None for v in (replay_concurrency, request_rate, arrival_interval_ms)) != 1:
@@ -186,8 +188,9 @@ def run_synthetic_trace_replay(
         "extra_engine_args": _json_arg(extra_engine_args, "extra_engine_args"), "num_workers": num_workers,
         "replay_concurrency": replay_concurrency, "replay_mode": replay_mode, "router_mode": router_mode,
         "arrival_speedup_ratio": arrival_speedup_ratio, "request_rate": request_rate,
-        "arrival_interval_ms": arrival_interval_ms, "seed": arrival_seed, "turns_per_session": turns_per_session,
-        "shared_prefix_ratio": shared_prefix_ratio, "num_prefix_groups": max(num_prefix_groups, 1),
+        "arrival_interval_ms": arrival_interval_ms, "seed": arrival_seed, "arrival_seed": arrival_seed,
+        "turns_per_session": turns_per_session,
+        "shared_prefix_ratio": shared_prefix_ratio, "num_prefix_groups": num_prefix_groups,
         "inter_turn_delay_ms": inter_turn_delay_ms, "model_name": model_name, "sla_ttft_ms": sla_ttft_ms,
         "sla_itl_ms": sla_itl_ms, "sla_e2e_ms": sla_e2e_ms,
     }

@@ -137,3 +137,23 @@ def test_vs_reference_cases_bind_to_the_api_and_errors_are_relative() -> None:
     assert rows["a"] == (pytest.approx(1 / 102), True) and rows["b"] == (0.0, True)
     off = bench.compare({"a": 110.0}, [{"a": 100.0}])
     assert off[0][3] is False
+
+
+@pytest.mark.parametrize(("seed", "duration_ms", "mean_ttft_ms"), [
+    (7, 4476.360541729209, 29.53852584147812), (42, 4589.777829118053, 28.331451557680357)])
+def test_arrival_seed_seeds_the_arrival_stream(seed: int, duration_ms: float, mean_ttft_ms: float) -> None:
+    """Recorded from the reference: `run_synthetic_trace_replay(512, 8, 100, request_rate=20.0,
+    arrival_seed=seed, num_workers=2).summary` (round robin, so no tie-break spread)."""
+    s = run_synthetic_trace_replay(512, 8, 100, request_rate=20.0, arrival_seed=seed, num_workers=2).summary
+    assert s["duration_ms"] == pytest.approx(duration_ms, rel=1e-6)
+    assert s["mean_ttft_ms"] == pytest.approx(mean_ttft_ms, rel=1e-6)
+
+
+def test_no_prefix_groups_shares_nothing_as_in_the_reference() -> None:
+    """The reference's default num_prefix_groups is 0: a shared_prefix_ratio alone shares nothing
+    (its prefix_cache_reused_ratio is 0.0 here; 0.495 with num_prefix_groups=1)."""
+    common: dict[str, Any] = dict(request_rate=50.0, shared_prefix_ratio=0.5, num_workers=2,
+                                  extra_engine_args={"engine": {"block_size": 64}})
+    assert run_synthetic_trace_replay(1024, 16, 200, **common).summary["prefix_cache_reused_ratio"] == 0.0
+    grouped = run_synthetic_trace_replay(1024, 16, 200, num_prefix_groups=1, **common).summary
+    assert grouped["prefix_cache_reused_ratio"] == pytest.approx(0.495, rel=1e-3)

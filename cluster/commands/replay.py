@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--arrival-interval-ms", type=float, help="constant gap between sessions (default 1.0; 0 = burst)")
     w.add_argument("--turns-per-session", type=int, default=1)
     w.add_argument("--shared-prefix-ratio", type=float, default=0.0)
-    w.add_argument("--num-prefix-groups", type=int, default=1)
+    w.add_argument("--num-prefix-groups", type=int, default=0,
+                   help="prefix groups of --shared-prefix-ratio (0, the reference's default, shares nothing)")
     w.add_argument("--inter-turn-delay-ms", type=float, default=0.0)
     w.add_argument("--seed", type=int, default=42,
                    help="seed of the run (the router's tie-breaks)")
@@ -115,6 +116,9 @@ def _workload_fields(args: argparse.Namespace, engine: EngineConfig) -> dict[str
         fields["request_rate"] = args.request_rate
     if args.arrival_interval_ms is not None:
         fields["arrival_interval_ms"] = args.arrival_interval_ms
+    if args.shared_prefix_ratio > 0.0 and args.num_prefix_groups == 0:
+        print(f"clustersim replay: warning: --shared-prefix-ratio {args.shared_prefix_ratio:g} shares nothing with "
+              "--num-prefix-groups 0 (the reference's default); give --num-prefix-groups N", file=sys.stderr)
     try:
         SyntheticSpec.model_validate(fields)
     except ValidationError as exc:
