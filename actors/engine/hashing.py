@@ -50,6 +50,11 @@ def local_hash(tokens: npt.NDArray[np.uint32] | list[int]) -> int:
     return _xxh3(data, seed=XXH3_SEED)
 
 
+def block_hash(data: bytes) -> int:
+    """`local_hash` of a block given as its little-endian u32 bytes."""
+    return _xxh3(data, seed=XXH3_SEED)
+
+
 def chain_hash(parent: int | None, local: int) -> int:
     """Sequence hash of a block given its parent's sequence hash (None for block 0)."""
     if parent is None:
@@ -121,6 +126,14 @@ def generated_token_ids(salt: int, start: int, end: int) -> npt.NDArray[np.uint3
     idx = np.arange(start, end, dtype=np.uint64)
     base = np.uint64(((salt + 1) * _GEN_A) & 0xFFFFFFFFFFFFFFFF)
     return ((base + idx * np.uint64(_GEN_B)) & np.uint64(_U32)).astype(np.uint32)
+
+
+def generated_token_bytes(salt: int, start: int, end: int) -> bytes:
+    """`generated_token_ids(salt, start, end)` as little-endian u32 bytes, in plain Python
+    (a decode block is a few dozen tokens: cheaper than building numpy arrays)."""
+    base = (salt + 1) * _GEN_A
+    ids = [(base + i * _GEN_B) & _U32 for i in range(start, end)]
+    return struct.pack(f"<{len(ids)}I", *ids)
 
 
 class PromptHasher:
