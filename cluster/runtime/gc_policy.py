@@ -18,18 +18,25 @@ RUN_THRESHOLDS = (20_000, 20, 100)
 """gen0 allocations, gen0 collections per gen1, gen1 collections per full collection."""
 
 
+_depth = 0
+"""How many `fewer_collections` blocks are open (the outermost one unfreezes)."""
+
+
 @contextmanager
 def fewer_collections() -> Iterator[None]:
-    """Within the block: the objects alive at entry are frozen (never traversed), thresholds
-    are `RUN_THRESHOLDS`; both are restored at exit (nested use keeps the outer settings)."""
+    """Within the block: the objects alive at entry are frozen (never traversed) and the
+    thresholds are `RUN_THRESHOLDS`. A nested block freezes what was built since (the
+    loaded world, when a command wraps the runtime's block); the outermost one restores the
+    thresholds and unfreezes at exit."""
+    global _depth
     before = gc.get_threshold()
-    if before == RUN_THRESHOLDS:  # nested: the outer block already tuned the collector
-        yield
-        return
     gc.freeze()
     gc.set_threshold(*RUN_THRESHOLDS)
+    _depth += 1
     try:
         yield
     finally:
+        _depth -= 1
         gc.set_threshold(*before)
-        gc.unfreeze()
+        if _depth == 0:
+            gc.unfreeze()
