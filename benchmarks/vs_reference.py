@@ -32,6 +32,9 @@ WALL_KEYS = ("wall_time_ms", "processed_tokens_per_s", "processed_output_tokens_
 TOLERANCE = 0.01
 
 CASES: dict[str, dict[str, Any]] = {
+    # issue 11's speed table, row 1 (README replay example 2): a small run, dominated by start-up
+    "small-c100": {"synthetic": [5000, 500, 1000], "num_workers": 1, "replay_concurrency": 100,
+                   "extra_engine_args": {"engine": {"block_size": 512}}},
     # facts "run1": the reference's seed experiment
     "seed-kv": {"synthetic": [1024, 32, 200], "num_workers": 2, "router_mode": "kv_router", "request_rate": 20.0,
                 "shared_prefix_ratio": 0.5, "num_prefix_groups": 4, "extra_engine_args": {"engine": {"block_size": 64}}},

@@ -9,7 +9,7 @@ from collections import deque
 
 from actors.engine.events import KvEvent, KvStored
 from router.index import PrefixIndex
-from router.radix import Node, iter_bits
+from router.radix_node import Node, iter_bits
 
 
 def dump_events(index: PrefixIndex, t_ms: float = 0.0) -> list[KvEvent]:

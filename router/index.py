@@ -58,9 +58,9 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored
-from router import radix
+from router import radix, radix_node
 from router.bitsets import IntArray, decode_runs
-from router.radix import Node
+from router.radix_node import Node
 
 SlotKey = tuple[int, int]
 """(worker_id, dp_rank)."""
@@ -105,7 +105,7 @@ class PrefixIndex:
         """Min-heap of freed slot indices; the lowest is reused first (deterministic)."""
         self._arrays: tuple[ObjectArray, ObjectArray] | None = None
         """`_key_of` and `_held` as object arrays, for bulk gathers; rebuilt after slot changes."""
-        self._root = radix.new_root()
+        self._root = radix_node.new_root()
         self.num_skipped_stored = 0
         """Stored events skipped: unknown (or no longer covered) parent, or self reference."""
         self.num_ignored_removed = 0
@@ -264,7 +264,7 @@ class PrefixIndex:
         Returns:
             `OverlapScores` with an entry for every slot matching at least one block.
         """
-        masks, depths = radix.walk(self._root, list(block_hashes), early_exit)
+        masks, depths = radix_node.walk(self._root, list(block_hashes), early_exit)
         out = OverlapScores()
         if not masks:
             return out
@@ -288,7 +288,7 @@ class PrefixIndex:
 
     def match_depths(self, block_hashes: Sequence[int]) -> tuple[IntArray, IntArray]:
         """`(slots, depths)`: slot indices matching >= 1 leading block and their match length."""
-        masks, depths = radix.walk(self._root, list(block_hashes), False)
+        masks, depths = radix_node.walk(self._root, list(block_hashes), False)
         return decode_runs(masks, depths, len(self._key_of))
 
     def held_blocks(self, worker_id: int, dp_rank: int) -> frozenset[int]:

@@ -62,6 +62,8 @@ class LoadTracker:
         "_refs",
         "_masks",
         "_requests",
+        "_ibuf",
+        "_fbuf",
     )
 
     def __init__(self, block_size: int, assume_kv_reuse: bool) -> None:
@@ -78,19 +80,31 @@ class LoadTracker:
         self._refs: list[dict[int, int]] = []
         self._masks: dict[int, int] = {}
         self._requests: dict[int, TrackedRequest] = {}
+        self._ibuf: IntArray = np.zeros((3, 0), dtype=np.int64)
+        self._fbuf: FloatArray = np.zeros(0, dtype=np.float64)
+        """Buffers the per-slot arrays are leading views of (rows: prefill, blocks, requests)."""
 
     def ensure_capacity(self, num_slots: int) -> None:
-        """Grow the per-slot arrays to at least `num_slots` entries."""
+        """Grow the per-slot arrays to at least `num_slots` entries.
+
+        The arrays are leading views of buffers grown geometrically, so registering n workers
+        one by one copies O(n) entries in all (growing by concatenation was quadratic)."""
         old = len(self._private)
         if num_slots <= old:
             return
-        grow = num_slots - old
-        self.prefill_tokens = np.concatenate([self.prefill_tokens, np.zeros(grow, dtype=np.int64)])
-        self.active_blocks = np.concatenate([self.active_blocks, np.zeros(grow, dtype=np.int64)])
-        self.active_requests = np.concatenate([self.active_requests, np.zeros(grow, dtype=np.int64)])
-        self.reported_blocks = np.concatenate([self.reported_blocks, np.full(grow, np.nan)])
-        self._private.extend([0] * grow)
-        self._refs.extend({} for _ in range(grow))
+        if num_slots > self._fbuf.shape[0]:
+            cap = max(num_slots, 2 * self._fbuf.shape[0], 16)
+            ibuf = np.zeros((3, cap), dtype=np.int64)
+            ibuf[:, :old] = self._ibuf[:, :old]
+            fbuf = np.full(cap, np.nan)
+            fbuf[:old] = self._fbuf[:old]
+            self._ibuf, self._fbuf = ibuf, fbuf
+        self.prefill_tokens = self._ibuf[0, :num_slots]
+        self.active_blocks = self._ibuf[1, :num_slots]
+        self.active_requests = self._ibuf[2, :num_slots]
+        self.reported_blocks = self._fbuf[:num_slots]
+        self._private.extend([0] * (num_slots - old))
+        self._refs.extend({} for _ in range(num_slots - old))
 
     def request_blocks(self, isl_tokens: int) -> int:
         """Blocks a prompt occupies: ceil(isl / block_size)."""

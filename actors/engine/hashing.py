@@ -13,12 +13,16 @@ request-unique ids (see `generated_token_id`), so two requests never share a
 block that holds generated tokens.
 
 `PromptHasher` memoises chains in a trie over trace hash ids, so requests that
-share a prefix (the common case in conversation traces) hash it once.
+share a prefix (the common case in conversation traces) hash it once; `prewarm` fills
+that trie for a whole workload at once with `chain_hash_array`, xxh3_64 of 16-byte
+inputs in numpy (equal to `chain_hash` value for value, tests/test_hashing.py).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,11 +50,51 @@ def local_hash(tokens: npt.NDArray[np.uint32] | list[int]) -> int:
     return _xxh3(data, seed=XXH3_SEED)
 
 
+def block_hash(data: bytes) -> int:
+    """`local_hash` of a block given as its little-endian u32 bytes."""
+    return _xxh3(data, seed=XXH3_SEED)
+
+
 def chain_hash(parent: int | None, local: int) -> int:
     """Sequence hash of a block given its parent's sequence hash (None for block 0)."""
     if parent is None:
         return local
     return _xxh3(_PAIR.pack(parent, local), seed=XXH3_SEED)
+
+
+# xxh3_64 of a 16-byte input with seed XXH3_SEED (XXH3_len_9to16_64b): the input words are
+# XORed with these words of the default secret (bytes 24..55) plus/minus the seed.
+_BITFLIP1 = np.uint64(((0x1F67B3B7A4A44072 ^ 0x78E5C0CC4EE679CB) + XXH3_SEED) & 0xFFFFFFFFFFFFFFFF)
+_BITFLIP2 = np.uint64(((0x2172FFCC7DD05A82 ^ 0x8E2443F7744608B8) - XXH3_SEED) & 0xFFFFFFFFFFFFFFFF)
+_LO32 = np.uint64(0xFFFFFFFF)
+_S32, _S37 = np.uint64(32), np.uint64(37)
+_LEN16 = np.uint64(16)
+_AVALANCHE = np.uint64(0x165667919E3779F9)
+
+
+def chain_hash_array(parents: npt.NDArray[np.uint64], locals_: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """`chain_hash(parents[i], locals_[i])` for every i (parents never None), vectorised.
+
+    xxh3_64(LE u64 parent || LE u64 local, seed=1337) written out for 16-byte inputs in
+    uint64 arithmetic (wrapping mod 2^64, as the C code); the 128-bit product is folded
+    from 32-bit halves as in xxhash's portable `XXH_mult64to128`.
+    """
+    lo = parents ^ _BITFLIP1
+    hi = locals_ ^ _BITFLIP2
+    a_lo, a_hi = lo & _LO32, lo >> _S32
+    b_lo, b_hi = hi & _LO32, hi >> _S32
+    lo_lo = a_lo * b_lo
+    hi_lo = a_hi * b_lo
+    lo_hi = a_lo * b_hi
+    cross = (lo_lo >> _S32) + (hi_lo & _LO32) + lo_hi
+    upper = (hi_lo >> _S32) + (cross >> _S32) + a_hi * b_hi
+    lower = (cross << _S32) | (lo_lo & _LO32)
+    acc = _LEN16 + lo.byteswap() + hi + (lower ^ upper)
+    acc ^= acc >> _S37
+    acc *= _AVALANCHE
+    acc ^= acc >> _S32
+    out: npt.NDArray[np.uint64] = acc
+    return out
 
 
 def _chain_of_uniform(parent: int | None, local: int, count: int) -> list[int]:
@@ -82,6 +126,14 @@ def generated_token_ids(salt: int, start: int, end: int) -> npt.NDArray[np.uint3
     idx = np.arange(start, end, dtype=np.uint64)
     base = np.uint64(((salt + 1) * _GEN_A) & 0xFFFFFFFFFFFFFFFF)
     return ((base + idx * np.uint64(_GEN_B)) & np.uint64(_U32)).astype(np.uint32)
+
+
+def generated_token_bytes(salt: int, start: int, end: int) -> bytes:
+    """`generated_token_ids(salt, start, end)` as little-endian u32 bytes, in plain Python
+    (a decode block is a few dozen tokens: cheaper than building numpy arrays)."""
+    base = (salt + 1) * _GEN_A
+    ids = [(base + i * _GEN_B) & _U32 for i in range(start, end)]
+    return struct.pack(f"<{len(ids)}I", *ids)
 
 
 class PromptHasher:
@@ -145,6 +197,62 @@ class PromptHasher:
             parent = chain[-1]
             node = children  # type: ignore[assignment]
         return seqs, locals_
+
+    def prewarm(self, prompts: Iterable[tuple[tuple[int, ...], int]]) -> None:
+        """Memoise the chains of every `(hash_ids, input_length)` prompt at once.
+
+        `hash_prompt` then finds them in the trie instead of hashing block by block. The
+        trie gets exactly the nodes `hash_prompt` would create for these prompts, with the
+        same chains: new nodes are made depth by depth, each depth's chains hashed together
+        (`chain_hash_array`, one step per engine block of a trace block).
+        """
+        if not self._aligned:
+            return
+        per, bs = self._per_trace, self.block_size
+        # cursors: (trie level, parent's last sequence hash, hash ids, trace blocks hash_prompt visits)
+        cursors: list[tuple[dict[int, Any], int | None, tuple[int, ...], int]] = []
+        for hash_ids, input_length in prompts:
+            visits = min(len(hash_ids), -(-(input_length // bs) // per))
+            if visits:
+                cursors.append((self._root, None, hash_ids, visits))
+        depth = 0
+        while cursors:
+            pending: list[tuple[dict[int, Any], int, int | None]] = []
+            for level, parent, hash_ids, _ in cursors:
+                hid = hash_ids[depth]
+                if hid not in level:
+                    level[hid] = None  # claimed; filled below
+                    pending.append((level, hid, parent))
+            if pending:
+                locals_ = [self._uniform(trace_token_id(hid)) for _, hid, _ in pending]
+                chains = self._chains([parent for _, _, parent in pending], locals_, per)
+                for (level, hid, _), chain, local in zip(pending, chains, locals_):
+                    level[hid] = (chain, local, {})
+            depth += 1
+            nxt: list[tuple[dict[int, Any], int | None, tuple[int, ...], int]] = []
+            for level, _, hash_ids, visits in cursors:
+                if depth < visits:
+                    chain, _, children = level[hash_ids[depth - 1]]
+                    nxt.append((children, chain[-1], hash_ids, visits))
+            cursors = nxt
+
+    @staticmethod
+    def _chains(parents: list[int | None], locals_: list[int], count: int) -> list[list[int]]:
+        """`_chain_of_uniform(parents[i], locals_[i], count)` for every i."""
+        if len(parents) < 4:
+            return [_chain_of_uniform(p, loc, count) for p, loc in zip(parents, locals_)]
+        loc = np.array(locals_, dtype=np.uint64)
+        root = np.array([p is None for p in parents])
+        par = np.array([0 if p is None else p for p in parents], dtype=np.uint64)
+        out = np.empty((len(parents), count), dtype=np.uint64)
+        cur = chain_hash_array(par, loc)
+        if root.any():
+            cur = np.where(root, loc, cur)
+        out[:, 0] = cur
+        for j in range(1, count):
+            cur = out[:, j] = chain_hash_array(cur, loc)
+        chains: list[list[int]] = out.tolist()
+        return chains
 
     def _hash_tokens(self, tokens: npt.NDArray[np.uint32], num_full: int) -> tuple[list[int], list[int]]:
         seqs: list[int] = []

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from actors.engine.hashing import PromptHasher, chain_hash, generated_token_ids, local_hash, trace_token_id
+from actors.engine.hashing import (PromptHasher, block_hash, chain_hash, generated_token_bytes, generated_token_ids,
+                                   trace_token_id)
 from actors.engine.records import EngineRecord
 
 
@@ -95,10 +96,25 @@ class EngineRequest:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def ensure_hashes(self, num_blocks: int, block_size: int) -> None:
-        """Extend sequence/local hashes to the first `num_blocks` full blocks."""
+        """Extend sequence/local hashes to the first `num_blocks` full blocks.
+
+        The missing blocks' tokens are made in one go: little-endian u32 bytes (the bytes
+        `local_hash` hashes), packed directly for generated tokens, which is what decode
+        blocks hold, and through `tokens` where the range starts in the prompt.
+        """
         hashes, locals_ = self.hashes, self.locals
-        while len(hashes) < num_blocks:
-            i = len(hashes)
-            local = local_hash(self.tokens(i * block_size, (i + 1) * block_size))
-            hashes.append(chain_hash(hashes[-1] if hashes else None, local))
+        i = len(hashes)
+        if i >= num_blocks:
+            return
+        start, end = i * block_size, num_blocks * block_size
+        if start >= self.prompt_len:
+            data = generated_token_bytes(self.request_id, start - self.prompt_len, end - self.prompt_len)
+        else:
+            data = self.tokens(start, end).astype("<u4").tobytes()
+        step = 4 * block_size
+        parent = hashes[-1] if hashes else None
+        for k in range(0, len(data), step):
+            local = block_hash(data[k:k + step])
+            parent = chain_hash(parent, local)
+            hashes.append(parent)
             locals_.append(local)

@@ -178,40 +178,42 @@ def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None
     from cluster.commands.guard import check_memory, check_outputs, ranks_need, synthetic_need
     from cluster.commands.replay_compat import sla_itl_ms
     from cluster.report.build import ReportOptions, build_report
+    from cluster.runtime.gc_policy import fewer_collections
     from cluster.runtime.local import run_local
     from cluster.scenario.load import LoadedScenario, dump_scenario
     from cluster.scenario.world import build_world
 
-    scenario = scenario_from_flags(args)
-    try:
-        needs = [ranks_need("--num-workers", args.num_workers * scenario.deployments[0].dp_size)]
-        if scenario.workload.synthetic is not None:
-            needs.append(synthetic_need("--request-count", "--input-tokens", scenario.workload.synthetic))
-        check_memory(needs)
-        check_outputs([("--report-json", args.report_json), ("--per-request-jsonl", args.per_request_jsonl),
-                       ("--dump-scenario", args.dump_scenario)])
-    except ValueError as exc:
-        raise ReplayError(str(exc)) from None
-    if args.dump_scenario is not None:
-        args.dump_scenario.parent.mkdir(parents=True, exist_ok=True)
-        dump_scenario(scenario, args.dump_scenario)
-    world = build_world(LoadedScenario(scenario), macro_step=not args.no_macro_step)
-    if world.workload.embedded:
-        print("no trace or synthetic flags given: replaying the embedded Mooncake sample "
-              f"({world.workload_description})", file=sys.stderr)
-    progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
-    started = time.perf_counter()
-    until_ms = math.inf if args.max_sim_time_seconds is None else args.max_sim_time_seconds * 1000.0
-    try:
-        result, control = run_local(world.setup, progress.update_one if progress else None, until_ms=until_ms,
-                                    on_loop=interrupt.attach if interrupt is not None else None)
-    finally:
-        if progress is not None:
-            progress.close()
-    wall_ms = (time.perf_counter() - started) * 1000.0
-    options = ReportOptions(wall_time_ms=wall_ms if args.record_wall_time else None, sla_ttft_ms=args.sla_ttft_ms,
-                            sla_tpot_ms=sla_itl_ms(args), sla_e2e_ms=args.sla_e2e_ms)
-    report = build_report(world, result, control, "replay", options)
+    with fewer_collections():  # loading, the run and the report: the collector traverses less
+        scenario = scenario_from_flags(args)
+        try:
+            needs = [ranks_need("--num-workers", args.num_workers * scenario.deployments[0].dp_size)]
+            if scenario.workload.synthetic is not None:
+                needs.append(synthetic_need("--request-count", "--input-tokens", scenario.workload.synthetic))
+            check_memory(needs)
+            check_outputs([("--report-json", args.report_json), ("--per-request-jsonl", args.per_request_jsonl),
+                           ("--dump-scenario", args.dump_scenario)])
+        except ValueError as exc:
+            raise ReplayError(str(exc)) from None
+        if args.dump_scenario is not None:
+            args.dump_scenario.parent.mkdir(parents=True, exist_ok=True)
+            dump_scenario(scenario, args.dump_scenario)
+        world = build_world(LoadedScenario(scenario), macro_step=not args.no_macro_step)
+        if world.workload.embedded:
+            print("no trace or synthetic flags given: replaying the embedded Mooncake sample "
+                  f"({world.workload_description})", file=sys.stderr)
+        progress = None if args.no_progress else Progress(world.setup.workload.num_requests)
+        started = time.perf_counter()
+        until_ms = math.inf if args.max_sim_time_seconds is None else args.max_sim_time_seconds * 1000.0
+        try:
+            result, control = run_local(world.setup, progress.update_one if progress else None, until_ms=until_ms,
+                                        on_loop=interrupt.attach if interrupt is not None else None)
+        finally:
+            if progress is not None:
+                progress.close()
+        wall_ms = (time.perf_counter() - started) * 1000.0
+        options = ReportOptions(wall_time_ms=wall_ms if args.record_wall_time else None, sla_ttft_ms=args.sla_ttft_ms,
+                                sla_tpot_ms=sla_itl_ms(args), sla_e2e_ms=args.sla_e2e_ms)
+        report = build_report(world, result, control, "replay", options)
     if interrupt is not None and interrupt.partial:
         report["partial"] = True
     return report, result.records, wall_ms

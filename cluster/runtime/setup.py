@@ -109,6 +109,8 @@ class SimulationSetup:
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
         control = ControlHost(loop, plane)
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
+        # every prompt is known up front: hash their chains together, not one block at a time
+        hasher.prewarm((t.hash_ids, t.input_length) for s in self.workload.sessions for t in s.turns)
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery,
                             fail=control.fail)
