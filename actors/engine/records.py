@@ -84,6 +84,27 @@ class EngineRecord:
 
 
 @dataclass(slots=True)
+class HandoffRecord:
+    """A disaggregated request's prefill side and KV transfer (the reference's per-request keys).
+
+    Written by the control shard's handoff component (`cluster.control.disagg`) from the prefill
+    rank's handoff and the decode rank's transfer notice; times are engine milliseconds.
+    """
+
+    prefill_worker_id: int
+    prefill_dp_rank: int
+    prefill: EngineRecord
+    """The prefill rank's record (its admission and prefix reuse)."""
+    source_held_ms: float
+    destination_reserved_ms: float | None = None
+    destination_activated_ms: float | None = None
+    source_released_ms: float | None = None
+    transfer_tokens: int = 0
+    transfer_bytes: int = 0
+    transfer_ms: float = 0.0
+
+
+@dataclass(slots=True)
 class RequestRecord:
     """The client's record of one request (one turn of a session); see the module docstring.
 
@@ -115,6 +136,9 @@ class RequestRecord:
     reason_detail: str | None = None
     cause: str | None = None
     """What caused the failure, when a scheduled event did: a fault id (`faults.1`) or a control action."""
+    handoff: HandoffRecord | None = None
+    """Disaggregated serving: the prefill side and transfer (None: served by one aggregated worker).
+    `worker_id`/`dp_rank` and `engine` are then the decode worker's."""
     migrated_from: list[int] = field(default_factory=list)
     """Workers the request left, in order, when theirs died or drained past a deadline (request
     migration). The engine record is then the last rank's; it counts every token generated."""
@@ -126,11 +150,12 @@ class RequestRecord:
 
     @property
     def first_admit_ms(self) -> float | None:
-        return self.engine.first_admit_ms
+        return (self.handoff.prefill if self.handoff is not None else self.engine).first_admit_ms
 
     @property
     def reused_input_tokens(self) -> int:
-        return self.engine.reused_input_tokens
+        """Prefix-cache hit at the first admission (the prefill worker's when disaggregated)."""
+        return (self.handoff.prefill if self.handoff is not None else self.engine).reused_input_tokens
 
     @property
     def admission_count(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from actors.engine.config import ROLE_TRAITS
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import RequestRecord
 from cluster.control.fleet import FaultPlan, Fleet, FleetAction, WorkerInfo, WorkerSource
@@ -53,6 +54,8 @@ class SimulationSetup:
     """Scheduled changes of the fleet (scenario `events:`)."""
     slowdowns: tuple[RankSlowdown, ...] = ()
     """Straggler windows (slow_gpu faults)."""
+    decode_router: KvRouter | None = None
+    """Disaggregated serving: the decode stage's router (`kv_router` routes over the prefill pool)."""
     migration_limits: dict[str, int] = field(default_factory=dict)
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
 
@@ -106,9 +109,11 @@ class SimulationSetup:
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
         control = ControlHost(loop, plane)
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
+        decode_workers = frozenset(s.worker_id for s in self.ranks if not ROLE_TRAITS[s.engine.worker_type].prefills)
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery,
-                            fail=control.fail)
+                            fail=control.fail, decode_router=self.decode_router, decode_workers=decode_workers,
+                            send_decode=control.send_decode)
         fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times)
         # A restarted router asks for replays, whose replies may ask again: stream messages can trigger sends.
         lossy = self.plane.kv_lossy or bool(self.partitions) or any(a.kind == "restart_router" for a in self.actions)

@@ -1,0 +1,63 @@
+"""Disaggregated serving in the control shard: the handoff between the two routing stages.
+
+A request's life with a prefill pool and a decode pool (facts §g, checked against the 1.6.1 replay):
+1. the frontend dispatches it; the prefill router (any router mode, over the prefill pool) picks a
+   prefill rank, which runs the prompt;
+2. the prefill rank's `HandoffMsg` (prompt computed, source KV held, no client token): the prefill
+   router releases the request's prefill tokens, and the decode router (over the decode pool) picks
+   the destination at once (`destination_reserved_ms` = `source_held_ms` on a zero-latency plane);
+   the request goes to that rank with its `TransferSource`;
+3. the decode rank's `TransferDoneMsg` (the KV crossed, the destination is activated): the source is
+   released (`ReleaseSourceMsg` to the prefill rank) and the prefill router forgets the request;
+4. the decode rank produces every output token, the first included; first token and completion
+   go to the frontend and the decode router as for an aggregated request.
+
+The decode router follows the reference's rule for the decode pool: the same selector as the
+prefill stage, scoring load only (no overlap credit) and tracking no prefill tokens
+(`decode_router_config`).
+"""
+
+from __future__ import annotations
+
+from actors.engine.records import HandoffRecord, RequestRecord
+from cluster.control.frontend import Frontend
+from cluster.control.router_host import RouterHost
+from cluster.plane.endpoint import PlaneEndpoint
+from cluster.plane.messages import CONTROL_ADDR, HandoffMsg, ReleaseSourceMsg, Topic, TransferDoneMsg, rank_addr
+from cluster.plane.messages import TransferSource
+from router.config import KvRouterConfig
+
+
+def decode_router_config(config: KvRouterConfig) -> KvRouterConfig:
+    """The decode stage's router settings: load only (overlap credit 0), no prefill tokens tracked."""
+    return config.model_copy(update={"overlap_score_credit": 0.0, "router_track_prefill_tokens": False})
+
+
+class Handoffs:
+    """Steps 2 and 3 of the module docstring."""
+
+    def __init__(self, frontend: Frontend, router: RouterHost, plane: PlaneEndpoint) -> None:
+        self.frontend = frontend
+        self.router = router
+        self.plane = plane
+        self._gidx = router.gidx_of
+
+    def on_handoff(self, now: float, msg: HandoffMsg) -> None:
+        rid = msg.request_id
+        rec = self.frontend.records[rid]
+        rec.handoff = HandoffRecord(msg.worker_id, msg.dp_rank, msg.record, msg.t_ms, destination_reserved_ms=now)
+        self.router.on_prefill_done(now, rid)
+        source = TransferSource(self._gidx(msg.worker_id, msg.dp_rank), msg.bytes_per_token, msg.bandwidth_gbps,
+                                msg.destination_missing)
+        self.router.route_decode(now, rec, self.frontend.hash_ids_of(rid), source)
+
+    def on_transfer_done(self, now: float, msg: TransferDoneMsg) -> None:
+        rec: RequestRecord = self.frontend.records[msg.request_id]
+        ho = rec.handoff
+        assert ho is not None
+        ho.destination_activated_ms = msg.t_ms
+        ho.source_released_ms = now
+        ho.transfer_tokens, ho.transfer_bytes, ho.transfer_ms = msg.tokens, msg.nbytes, msg.ms
+        self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(msg.source_gidx), ReleaseSourceMsg(msg.request_id),
+                        now)
+        self.router.on_source_released(now, msg.request_id)
