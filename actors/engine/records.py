@@ -97,7 +97,10 @@ class HandoffRecord:
     """The prefill rank's record (its admission and prefix reuse)."""
     source_held_ms: float
     destination_reserved_ms: float | None = None
-    destination_activated_ms: float | None = None
+    """The decode rank's first scheduling point after the handoff (a pass boundary, or the handoff when idle)."""
+    transfer_done_ms: float | None = None
+    """The KV has crossed; the request joins the decode rank's next pass, admitted then (the reference's
+    `destination_activated_ms`, which is the decode admission)."""
     source_released_ms: float | None = None
     transfer_tokens: int = 0
     transfer_bytes: int = 0
@@ -159,7 +162,9 @@ class RequestRecord:
 
     @property
     def admission_count(self) -> int:
-        return self.engine.admission_count
+        """Admissions on every rank it ran on (prefill and decode when disaggregated)."""
+        prefill = self.handoff.prefill.admission_count if self.handoff is not None else 0
+        return self.engine.admission_count + prefill
 
     @property
     def num_preemptions(self) -> int:

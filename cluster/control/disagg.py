@@ -45,7 +45,7 @@ class Handoffs:
     def on_handoff(self, now: float, msg: HandoffMsg) -> None:
         rid = msg.request_id
         rec = self.frontend.records[rid]
-        rec.handoff = HandoffRecord(msg.worker_id, msg.dp_rank, msg.record, msg.t_ms, destination_reserved_ms=now)
+        rec.handoff = HandoffRecord(msg.worker_id, msg.dp_rank, msg.record, msg.t_ms)
         self.router.on_prefill_done(now, rid)
         source = TransferSource(self._gidx(msg.worker_id, msg.dp_rank), msg.bytes_per_token, msg.bandwidth_gbps,
                                 msg.destination_missing)
@@ -55,7 +55,8 @@ class Handoffs:
         rec: RequestRecord = self.frontend.records[msg.request_id]
         ho = rec.handoff
         assert ho is not None
-        ho.destination_activated_ms = msg.t_ms
+        ho.destination_reserved_ms = msg.reserved_ms
+        ho.transfer_done_ms = msg.t_ms
         ho.source_released_ms = now
         ho.transfer_tokens, ho.transfer_bytes, ho.transfer_ms = msg.tokens, msg.nbytes, msg.ms
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(msg.source_gidx), ReleaseSourceMsg(msg.request_id),

@@ -86,7 +86,7 @@ class NodeHost:
         self._response_times: list[float] = []
         """Times of queued events that may send a response (the lookahead)."""
         self._heartbeats_on = False
-        self._transfers = Transfers(loop, plane, self._response_times, self._submit)
+        self._transfers = Transfers(loop, plane, self._response_times, self._submit, self._rearm)
         self._stragglers: dict[int, Straggler] = {}
         slowed = {g for sd in slowdowns for g in sd.gidxs}
         self._slowed = slowed

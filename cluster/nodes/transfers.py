@@ -4,10 +4,13 @@
   `HandoffMsg` to the control shard, carrying the prefill engine's transfer keys (as in the
   reference, the prefill worker's `kv_transfer_bandwidth` and `kv_bytes_per_token` time the transfer).
 - A `RequestMsg` with a `source` reaches the decode rank chosen by the decode router: the
-  destination is reserved now; the transfer takes `TransferSpec.ms(tokens)` (tokens: the whole
-  prompt, or with `destination_missing` only those the decode rank's prefix cache lacks, looked up
-  now); when it ends the request is submitted to the decode rank as `transferred` (activated) and a
-  `TransferDoneMsg` tells the control shard, which releases the source.
+  destination is reserved at the rank's next scheduling point (now when it is idle, else the end
+  of the pass in progress, as the 1.6.1 replay does: `destination_reserved_ms` is a pass boundary of
+  the decode worker); the transfer then takes `TransferSpec.ms(tokens)` (tokens: the whole prompt, or
+  with `destination_missing` only those the decode rank's prefix cache lacks, looked up at receipt);
+  when it ends the request is submitted to the decode rank as `transferred` (it joins the next pass,
+  so it is admitted at the next scheduling point again: the reference's `destination_activated_ms`)
+  and a `TransferDoneMsg` tells the control shard, which releases the source.
 - A `ReleaseSourceMsg` frees a prefill rank's source blocks.
 
 With a zero transfer time the request is activated at once, in the same delivery.
@@ -41,17 +44,19 @@ class _Incoming:
     tokens: int
     nbytes: int
     ms: float
+    reserved_ms: float
 
 
 class Transfers:
     """See the module docstring. `submit(now, h, request)` submits to a rank as a routed request does."""
 
     def __init__(self, loop: EventLoop, plane: PlaneEndpoint, response_times: list[float],
-                 submit: Callable[[float, Hosted, RankRequest], None]) -> None:
+                 submit: Callable[[float, Hosted, RankRequest], None], rearm: Callable[[Hosted], None]) -> None:
         self.loop = loop
         self.plane = plane
         self._response_times = response_times
         self._submit = submit
+        self._rearm = rearm
 
     def send_handoffs(self, now: float, h: Hosted, handoffs: list[Handoff]) -> None:
         spec = TransferSpec.of(h.spec.engine)
@@ -68,17 +73,20 @@ class Transfers:
         spec = TransferSpec(src.bytes_per_token, src.bandwidth_gbps, src.destination_missing)
         cached = h.rank.cached_prompt_tokens(request) if src.destination_missing else 0
         tokens = spec.tokens(request.input_length, cached)
-        incoming = _Incoming(h, request, src, tokens, spec.nbytes(tokens), spec.ms(tokens))
-        if incoming.ms <= 0.0:
+        h.rank.interrupt(now)  # a decode run in flight ends after the pass in progress: the reservation point
+        self._rearm(h)
+        reserved = h.rank.busy_until_ms if h.rank.busy_until_ms is not None else now
+        incoming = _Incoming(h, request, src, tokens, spec.nbytes(tokens), spec.ms(tokens), reserved)
+        t = reserved + incoming.ms
+        if t <= now:
             self._activate(now, incoming)
             return
-        t = now + incoming.ms
         self.loop.schedule(t, Priority.DELIVER, ACTIVATE_KEY + request.request_id, self._activate, incoming)
         heapq.heappush(self._response_times, t)
 
     def _activate(self, now: float, x: _Incoming) -> None:
         rank = x.h.rank
         done = TransferDoneMsg(x.request.request_id, rank.worker_id, rank.dp_rank, now, x.source.gidx,
-                               x.tokens, x.nbytes, x.ms)
+                               x.tokens, x.nbytes, x.ms, x.reserved_ms)
         self.plane.send(Topic.RESPONSES, x.h.addr, CONTROL_ADDR, done, now)
         self._submit(now, x.h, x.request)

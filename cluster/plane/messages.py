@@ -119,6 +119,8 @@ class TransferDoneMsg:
     tokens: int
     nbytes: int
     ms: float
+    reserved_ms: float
+    """When the destination was reserved (the decode rank's first scheduling point after the handoff)."""
 
 
 @dataclass(frozen=True, slots=True)

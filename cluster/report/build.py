@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from actors.engine.config import ROLE_TRAITS
 from actors.engine.records import TerminalStatus
 from cluster.control.fleet import Fleet, WorkerInfo, WorkerLife
 from cluster.control.host import ControlHost
@@ -90,7 +91,8 @@ def _lives(fleet: Fleet) -> list[WorkerLife]:
 
 def _lifetime(life: WorkerLife) -> WorkerLifetime:
     """When the worker held its GPUs: from its placement until it stopped (None: to the end)."""
-    return WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus)
+    return WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus,
+                          prefill=not ROLE_TRAITS[life.info.engine.worker_type].decodes)
 
 
 def _summary(world: World, result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:
