@@ -105,6 +105,9 @@ class HandoffRecord:
     transfer_tokens: int = 0
     transfer_bytes: int = 0
     transfer_ms: float = 0.0
+    over_links: bool = False
+    """The transfer was timed over modelled links (scenario `topology`), before the request reached the
+    decode rank; `destination_reserved_ms` is then the handoff."""
 
 
 @dataclass(slots=True)

@@ -19,7 +19,11 @@ prefill stage, scoring load only (no overlap credit) and tracking no prefill tok
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from actors.engine.records import HandoffRecord, RequestRecord
+from cluster.control.fleet import Fleet
+from cluster.control.kv_links import KvLinks, Place
 from cluster.control.frontend import Frontend
 from cluster.control.router_host import RouterHost
 from cluster.plane.endpoint import PlaneEndpoint
@@ -36,11 +40,38 @@ def decode_router_config(config: KvRouterConfig) -> KvRouterConfig:
 class Handoffs:
     """Steps 2 and 3 of the module docstring."""
 
-    def __init__(self, frontend: Frontend, router: RouterHost, plane: PlaneEndpoint) -> None:
+    def __init__(self, frontend: Frontend, router: RouterHost, plane: PlaneEndpoint, links: KvLinks | None = None,
+                 fleet: Fleet | None = None) -> None:
         self.frontend = frontend
         self.router = router
         self.plane = plane
+        self.links = links
+        self.fleet = fleet
         self._gidx = router.gidx_of
+
+    def _place(self, gidx: int) -> Place:
+        assert self.fleet is not None
+        worker_id, dp = self.router.slots[gidx]
+        info = self.fleet.lives[worker_id].info
+        vgpus = info.vgpus[dp] if info.vgpus else ()
+        if not vgpus:
+            return Place(info.rank_nodes[dp], 0, None)
+        return Place(vgpus[0].node, vgpus[0].card_index, vgpus[0].gpu.interconnect.gbps)
+
+    def over_links(self, now: float, rec: RequestRecord, dst_gidx: int, source: TransferSource,
+                   send: Callable[[float, TransferSource], None]) -> None:
+        """Topology on: the whole prompt crosses the links between the two GPUs (`KvLinks`), starting
+        when the destination is chosen; the request reaches the decode rank when the last byte has."""
+        assert self.links is not None and rec.handoff is not None
+        nbytes = rec.input_length * (source.bytes_per_token or 0)
+        ho = rec.handoff
+
+        def arrived(t: float, ms: float) -> None:
+            ho.transfer_tokens, ho.transfer_bytes, ho.transfer_ms = rec.input_length, nbytes, ms
+            ho.over_links = True
+            send(t, TransferSource(source.gidx, None, None, False))
+
+        self.links.start(now, rec.request_id, self._place(source.gidx), self._place(dst_gidx), nbytes, arrived)
 
     def on_handoff(self, now: float, msg: HandoffMsg) -> None:
         rid = msg.request_id
@@ -58,7 +89,8 @@ class Handoffs:
         ho.destination_reserved_ms = msg.reserved_ms
         ho.transfer_done_ms = msg.t_ms
         ho.source_released_ms = now
-        ho.transfer_tokens, ho.transfer_bytes, ho.transfer_ms = msg.tokens, msg.nbytes, msg.ms
+        if not ho.over_links:
+            ho.transfer_tokens, ho.transfer_bytes, ho.transfer_ms = msg.tokens, msg.nbytes, msg.ms
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(msg.source_gidx), ReleaseSourceMsg(msg.request_id),
                         now)
         self.router.on_source_released(now, msg.request_id)

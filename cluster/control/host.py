@@ -22,6 +22,7 @@ from collections.abc import Callable
 from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
 from cluster.control.disagg import Handoffs
 from cluster.control.fleet import Fleet
+from cluster.control.kv_links import KvLinks
 from cluster.control.frontend import Frontend
 from cluster.control.migration import Migrator
 from cluster.control.router_host import PromptHashes, RouterHost
@@ -63,6 +64,8 @@ class ControlHost:
         self.reacts_to_stream = False
         self.migrator: Migrator | None = None
         self.handoffs: Handoffs | None = None
+        self.links: KvLinks | None = None
+        """KV transfers over modelled links (scenario `topology`); None: the decode rank times them."""
 
     def wire(self, workload: Workload, router: RouterHost, fleet: Fleet, concurrency: int | None,
              on_done: Callable[[RequestRecord], None] | None = None, stream_lossy: bool = False,
@@ -81,7 +84,7 @@ class ControlHost:
                                  on_finished=self._finished)
         self._announce = announce_shutdown
         if router.decode_router is not None:
-            self.handoffs = Handoffs(self.frontend, router, self.plane)
+            self.handoffs = Handoffs(self.frontend, router, self.plane, self.links, fleet)
         if migration_limit_of is not None:
             self.migrator = Migrator(self.frontend, router, migration_limit_of)
         # Which deliveries can make this shard send (the Ray runtime's lookahead depends on it).
@@ -119,6 +122,10 @@ class ControlHost:
                     hashes: PromptHashes, source: object) -> None:
         """Send a prefilled request to the decode rank the decode router chose, with its KV source."""
         assert isinstance(source, TransferSource)
+        if self.links is not None and self.handoffs is not None and source.bandwidth_gbps is not None:
+            self.handoffs.over_links(now, record, gidx, source,
+                                     lambda t, src: self.send_decode(t, record, hash_ids, gidx, hashes, src))
+            return
         msg = RequestMsg(record.request_id, record.worker_id, record.dp_rank, record.input_length,
                          record.requested_output_length, hash_ids, self.frontend.workload.trace_block_size,
                          record.dispatched_ms, hashes[0], hashes[1], source=source)

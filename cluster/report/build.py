@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from actors.engine.config import ROLE_TRAITS
-from actors.engine.records import TerminalStatus
+from actors.engine.records import RequestRecord, TerminalStatus
 from cluster.control.fleet import Fleet, WorkerInfo, WorkerLife
 from cluster.control.host import ControlHost
 from cluster.report.summary import WorkerLifetime, build_summary
@@ -79,9 +79,27 @@ ROUTER_MODE_FLAGS = {"kv": "kv_router"}
 def build_report(world: World, result: RunResult, control: ControlHost, layout: Layout = "scenario",
                  options: ReportOptions = ReportOptions()) -> dict[str, Any]:
     """The report of a run in one of the two layouts (see the module docstring)."""
-    if layout == "replay":
-        return _replay_report(world, result, control, options)
-    return _scenario_report(world, result, control, options)
+    report = (_replay_report if layout == "replay" else _scenario_report)(world, result, control, options)
+    if control.handoffs is not None:  # disaggregated serving
+        report["kv_transfer"] = kv_transfer_report(result.records, control)
+    return report
+
+
+def kv_transfer_report(records: list[RequestRecord], control: ControlHost) -> dict[str, Any]:
+    """Transfers of disaggregated requests: count, bytes, mean/p99 time; with `topology`, the links'."""
+    hos = [r.handoff for r in records if r.handoff is not None and r.handoff.source_released_ms is not None]
+    times = sorted(h.transfer_ms for h in hos)
+    out: dict[str, Any] = {
+        "transfers": len(times), "bytes": sum(h.transfer_bytes for h in hos),
+        "mean_transfer_ms": math.fsum(times) / len(times) if times else 0.0,
+        "p99_transfer_ms": times[max(0, math.ceil(0.99 * len(times)) - 1)] if times else 0.0,
+    }
+    if control.links is not None:
+        duration = max((r.terminal_ms or 0.0 for r in records), default=0.0)
+        link = control.links.summary(duration)
+        out.update(topology=True, busiest_link=link["busiest_link"],
+                   busiest_link_utilization=link["busiest_link_utilization"])
+    return out
 
 
 def _lives(fleet: Fleet) -> list[WorkerLife]:

@@ -57,6 +57,8 @@ class SimulationSetup:
     decode_router: KvRouter | None = None
     """Disaggregated serving: the decode stage's router (`kv_router` routes over the prefill pool)."""
     migration_limits: dict[str, int] = field(default_factory=dict)
+    topology: tuple[float, str] | None = None
+    """KV transfers over modelled links: (NIC GB/s, `per_gpu` | `per_node` rails); None: flat bandwidth."""
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
 
     def __post_init__(self) -> None:
@@ -119,6 +121,10 @@ class SimulationSetup:
         lossy = self.plane.kv_lossy or bool(self.partitions) or any(a.kind == "restart_router" for a in self.actions)
         limits = self.migration_limits
         limit_of = (lambda w: limits.get(fleet.lives[w].info.deployment, 0)) if any(limits.values()) else None
+        if self.topology is not None:
+            from cluster.control.kv_links import KvLinks
+
+            control.links = KvLinks(loop, self.topology[0], self.topology[1], control.send_times)  # type: ignore[arg-type]
         control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
                      announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults),
                      migration_limit_of=limit_of)

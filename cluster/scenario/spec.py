@@ -248,6 +248,14 @@ class OutputsSpec(_Strict):
     per_request_jsonl: str | None = "requests.jsonl"
 
 
+class TopologySpec(_Strict):
+    """KV transfers over modelled links (`cluster.control.kv_links`); `topology: true` takes the defaults."""
+
+    enabled: bool = True
+    nic_gbps: float = Field(50.0, gt=0, description="GB/s per NIC port each way (400 Gb/s NDR InfiniBand: 50)")
+    nic_rails: Literal["per_gpu", "per_node"] = "per_gpu"
+
+
 class RuntimeSpec(_Strict):
     """Defaults for `clustersim run` (its flags override them)."""
 
@@ -270,6 +278,15 @@ class Scenario(_Strict):
     events: list[WorldEvent] = Field(default_factory=list, description="scheduled changes of the fleet")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    topology: TopologySpec | None = Field(None, description=(
+        "disaggregated serving: time KV transfers over NVLink/NIC links shared fairly (true: defaults)"))
+
+    @field_validator("topology", mode="before")
+    @classmethod
+    def _topology_flag(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":

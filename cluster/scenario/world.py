@@ -288,7 +288,9 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=tuple(faults.plans),
                             actions=_actions(loaded) + tuple(faults.actions), slowdowns=tuple(faults.slowdowns),
                             migration_limits={d.name: d.migration_limit for d in sc.deployments},
-                            decode_router=decode_router)
+                            decode_router=decode_router,
+                            topology=None if sc.topology is None or not sc.topology.enabled
+                            else (sc.topology.nic_gbps, sc.topology.nic_rails))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
 
 
