@@ -7,7 +7,7 @@ keys set, the time is the reference's: a flat bandwidth per transfer, no content
 
 where `tokens` is the whole prompt (`full_prompt`) or only the tokens the destination does not
 already hold in its prefix cache (`destination_missing`). No transfer time when the bytes per token
-or the bandwidth is unset, or the bandwidth is 0. `cluster.nodes.links` times transfers over
+or the bandwidth is unset, or the bandwidth is 0. `cluster.control.kv_links` times transfers over
 modelled links instead when a scenario asks for `topology: true`.
 """
 
