@@ -31,6 +31,9 @@ TRACE = ROOT.parent / "shared" / "traces" / "mooncake_conversation_trace.jsonl"
 WALL_KEYS = ("wall_time_ms", "processed_tokens_per_s", "processed_output_tokens_per_s")
 TOLERANCE = 0.01
 
+PREFILL = {"engine": {"worker_type": "prefill", "kv_transfer_bandwidth": 64.0, "kv_transfer_bytes_per_token": 131072}}
+DECODE = {"engine": {"worker_type": "decode"}}
+
 CASES: dict[str, dict[str, Any]] = {
     # issue 11's speed table, row 1 (README replay example 2): a small run, dominated by start-up
     "small-c100": {"synthetic": [5000, 500, 1000], "num_workers": 1, "replay_concurrency": 100,
@@ -51,6 +54,18 @@ CASES: dict[str, dict[str, Any]] = {
     "no-chunk-no-prefix": {"synthetic": [3000, 100, 300], "num_workers": 2, "arrival_interval_ms": 20.0,
                            "extra_engine_args": {"engine": {"enable_chunked_prefill": False,
                                                             "enable_prefix_caching": False}}},
+    # disaggregated serving (issue 12): prefill pool + decode pool, KV transfer at 64 GB/s of 128 KiB/token
+    "disagg-2p2d-kv": {"synthetic": [2048, 128, 600], "num_prefill_workers": 2, "num_decode_workers": 2,
+                       "router_mode": "kv_router", "request_rate": 12.0, "shared_prefix_ratio": 0.5,
+                       "num_prefix_groups": 4, "prefill_engine_args": PREFILL, "decode_engine_args": DECODE},
+    "disagg-1p3d-kv": {"synthetic": [1024, 256, 600], "num_prefill_workers": 1, "num_decode_workers": 3,
+                       "router_mode": "kv_router", "request_rate": 15.0, "shared_prefix_ratio": 0.5,
+                       "num_prefix_groups": 4, "prefill_engine_args": PREFILL, "decode_engine_args": DECODE},
+    "disagg-2p2d-rr-missing": {"synthetic": [2048, 64, 400], "num_prefill_workers": 2, "num_decode_workers": 2,
+                               "request_rate": 10.0, "shared_prefix_ratio": 0.75, "num_prefix_groups": 2,
+                               "prefill_engine_args": {"engine": {**PREFILL["engine"],
+                                                                  "kv_transfer_timing_mode": "destination_missing"}},
+                               "decode_engine_args": DECODE},
     "mooncake-rr": {"trace": str(TRACE), "num_workers": 8},
     "mooncake-kv": {"trace": str(TRACE), "num_workers": 8, "router_mode": "kv_router"},
 }

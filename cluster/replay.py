@@ -39,11 +39,8 @@ from cluster.scenario.spec import replay_scenario
 from cluster.scenario.world import build_world
 from cluster.workload.model import Workload
 
-DISAGG = "disaggregated replay (prefill/decode pools)"
 PLANNER = "planner-in-the-loop replay"
 NOT_BUILT_PARAMS: dict[str, str] = {
-    "prefill_engine_args": DISAGG,
-    "decode_engine_args": DISAGG,
     "ais_perf_config": "AIS/AIC performance models",
     "agentic_lanes": "agentic trace formats",
     "execution_model": "agentic trace formats",
@@ -88,9 +85,24 @@ def _refuse_not_built(params: Mapping[str, Any]) -> None:
     for name, feature in NOT_BUILT_PARAMS.items():
         if params.get(name) is not None:
             raise ValueError(f"{name}: not built yet: {feature}")
-    for name in ("num_prefill_workers", "num_decode_workers"):
-        if params.get(name, 1) != 1:
-            raise ValueError(f"{name}: not built yet: {DISAGG}")
+
+
+
+def _pool_flags(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The replay flags of the worker pools: disaggregated when prefill or decode engine args are given
+    (then `num_prefill_workers` / `num_decode_workers` count the pools), else `num_workers` aggregated."""
+    if params.get("prefill_engine_args") is None and params.get("decode_engine_args") is None:
+        for name in ("num_prefill_workers", "num_decode_workers"):
+            if params.get(name, 1) != 1:
+                raise ValueError(f"{name} needs prefill_engine_args or decode_engine_args (disaggregated replay)")
+        return {"extra_engine_args": _json_arg(params.get("extra_engine_args"), "extra_engine_args"),
+                "num_workers": params.get("num_workers", 1)}
+    if params.get("extra_engine_args") is not None:
+        raise ValueError("extra_engine_args is for aggregated replay; give prefill_engine_args and decode_engine_args")
+    return {"prefill_engine_args": _json_arg(params.get("prefill_engine_args") or {}, "prefill_engine_args"),
+            "decode_engine_args": _json_arg(params.get("decode_engine_args") or {}, "decode_engine_args"),
+            "num_prefill_workers": params.get("num_prefill_workers", 1),
+            "num_decode_workers": params.get("num_decode_workers", 1)}
 
 
 def _run(flags: dict[str, Any], *, router_config: Any, kv_event_lag_ms: float | None, capture_per_request: bool,
@@ -140,14 +152,14 @@ def run_trace_replay(
 ) -> ReplayReport:
     """Replay one trace file, as the reference's `dynamo.replay.run_trace_replay` (see the module docstring)."""
     _refuse_not_built(locals())
+    pools = _pool_flags(locals())
     files = [trace_files] if isinstance(trace_files, (str, os.PathLike)) else list(trace_files)
     if len(files) != 1:
         raise ValueError(f"trace_format={trace_format!r} requires exactly one trace file, got {len(files)}")
     if trace_format not in ("mooncake",):
         raise ValueError(f"trace_format {trace_format!r}: not built yet: that trace format (built: mooncake)")
     flags = {
-        "trace_files": [os.fspath(files[0])], "extra_engine_args": _json_arg(extra_engine_args, "extra_engine_args"),
-        "num_workers": num_workers, "replay_concurrency": replay_concurrency, "replay_mode": replay_mode,
+        "trace_files": [os.fspath(files[0])], **pools, "replay_concurrency": replay_concurrency, "replay_mode": replay_mode,
         "router_mode": router_mode, "arrival_speedup_ratio": arrival_speedup_ratio,
         "trace_block_size": 512 if trace_block_size is None else trace_block_size, "trace_format": trace_format,
         "trace_shared_prefix_ratio": trace_shared_prefix_ratio, "trace_num_prefix_groups": trace_num_prefix_groups,
@@ -180,13 +192,13 @@ def run_synthetic_trace_replay(
     the load, and `num_prefix_groups` 0 (its default) shares no prefix whatever the ratio.
     """
     _refuse_not_built(locals())
+    pools = _pool_flags(locals())
     if sum(v is not None for v in (replay_concurrency, request_rate, arrival_interval_ms)) != 1:
         raise ValueError("synthetic replay requires exactly one of replay_concurrency, request_rate, "
                          "or arrival_interval_ms")
     flags = {
         "input_tokens": input_tokens, "output_tokens": output_tokens, "request_count": request_count,
-        "extra_engine_args": _json_arg(extra_engine_args, "extra_engine_args"), "num_workers": num_workers,
-        "replay_concurrency": replay_concurrency, "replay_mode": replay_mode, "router_mode": router_mode,
+        **pools, "replay_concurrency": replay_concurrency, "replay_mode": replay_mode, "router_mode": router_mode,
         "arrival_speedup_ratio": arrival_speedup_ratio, "request_rate": request_rate,
         "arrival_interval_ms": arrival_interval_ms, "seed": arrival_seed, "arrival_seed": arrival_seed,
         "turns_per_session": turns_per_session,

@@ -74,15 +74,14 @@ def test_report_object_has_the_references_shape(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("call", "needle"), [
-    (lambda: run_trace_replay(TRACE, prefill_engine_args={"engine": {}}), "prefill_engine_args: not built yet"),
+    (lambda: run_trace_replay(TRACE, prefill_engine_args={"engine": {}}, extra_engine_args={}),
+     "extra_engine_args is for aggregated replay"),
     (lambda: run_trace_replay(TRACE, planner_config={"mode": "agg"}), "planner_config: not built yet"),
-    (lambda: run_trace_replay(TRACE, num_decode_workers=2), "num_decode_workers: not built yet"),
+    (lambda: run_trace_replay(TRACE, num_decode_workers=2), "num_decode_workers needs prefill_engine_args"),
     (lambda: run_trace_replay(TRACE, trace_format="weka"), "not built yet"),
     (lambda: run_trace_replay([TRACE, TRACE]), "exactly one trace file"),
     (lambda: run_trace_replay(TRACE, extra_engine_args={"engine": {"worker_type": "decode"}}),
-     "worker_type 'decode': not built yet"),
-    (lambda: run_trace_replay(TRACE, extra_engine_args={"kv_transfer_bandwidth": 64.0}),
-     "kv_transfer_bandwidth: not built yet"),
+     "aggregated replay needs worker_type 'aggregated'"),
     (lambda: run_trace_replay(TRACE, replay_mode="online"), "online"),
     (lambda: run_synthetic_trace_replay(100, 4, 3), "exactly one of replay_concurrency"),
     (lambda: run_synthetic_trace_replay(100, 4, 3, request_rate=1.0, arrival_interval_ms=1.0), "exactly one"),

@@ -73,20 +73,18 @@ def test_model_name_alone_changes_nothing(tmp_path: Path, capsys: pytest.Capture
     ([str(TRACE), "--trace-num-prefix-groups", "4"], "applied_compute_agentic only"),
     ([str(TRACE), "--planner-config", "{}"], "--planner-config: not built yet"),
     ([str(TRACE), "--router-policy-config", "p.yaml"], "--router-policy-config: not built yet"),
-    ([str(TRACE), "--prefill-engine-args", "{}"], "--prefill-engine-args: not built yet"),
-    ([str(TRACE), "--decode-engine-args", "{}"], "--decode-engine-args: not built yet"),
-    ([str(TRACE), "--num-prefill-workers", "2"], "--num-prefill-workers: not built yet"),
-    ([str(TRACE), "--num-decode-workers", "2"], "--num-decode-workers: not built yet"),
+    ([str(TRACE), "--num-workers", "2", "--prefill-engine-args", "{}"], "--num-workers is for aggregated replay"),
+    ([str(TRACE), "--extra-engine-args", "{}", "--decode-engine-args", "{}"],
+     "--extra-engine-args is for aggregated replay"),
+    ([str(TRACE), "--num-prefill-workers", "0"], "--num-prefill-workers must be at least 1"),
+    ([str(TRACE), "--prefill-engine-args", '{"worker_type": "decode"}'], "worker_type 'decode', expected 'prefill'"),
     ([str(TRACE), "--aic-backend", "vllm"], "--aic-backend: not built yet"),
     ([str(TRACE), "--max-sim-time-seconds", "0"], "--max-sim-time-seconds must be positive"),
     (["--input-tokens", "10", "--output-tokens", "2", "--request-count", "2", "--max-sim-time-seconds", "1"],
      "trace replay only"),
     ([str(TRACE), "--sla-itl-ms", "5", "--sla-tpot-ms", "6"], "one bound"),
     ([str(TRACE), "--extra-engine-args", '{"engine_type": "sglang"}'], "backend 'sglang': not built yet"),
-    ([str(TRACE), "--extra-engine-args", '{"worker_type": "prefill"}'], "worker_type 'prefill': not built yet"),
-    ([str(TRACE), "--extra-engine-args", '{"kv_bytes_per_token": 4096}'], "kv_bytes_per_token: not built yet"),
-    ([str(TRACE), "--extra-engine-args", '{"engine": {"kv_transfer_bandwidth": 64}}'],
-     "kv_transfer_bandwidth: not built yet"),
+    ([str(TRACE), "--extra-engine-args", '{"worker_type": "prefill"}'], "aggregated replay needs worker_type"),
 ])
 def test_refusals_are_one_line_exit_2(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(argv, capsys)
@@ -107,6 +105,15 @@ def test_flat_nested_and_own_spellings_give_one_config() -> None:
     assert nested.startup_time == 2.0 and nested.block_size_tokens == 16
 
 
+def test_disaggregation_keys_lower_onto_the_engine() -> None:
+    flat = parse_engine_args('{"is_decode": true}')
+    nested = parse_engine_args('{"engine": {"worker_type": "prefill", "kv_transfer_bytes_per_token": 10, '
+                               '"kv_transfer_bandwidth": 64, "kv_transfer_timing_mode": "destination_missing"}}')
+    assert flat.worker_type == "decode"
+    assert (nested.worker_type, nested.kv_bytes_per_token, nested.kv_transfer_bandwidth) == ("prefill", 10, 64.0)
+    assert nested.kv_transfer_timing_mode == "destination_missing"
+
+
 def test_lowering_is_idempotent_through_a_dump() -> None:
     cfg = parse_engine_args('{"engine": {"block_size": 32, "max_num_seqs": 8}, "tensor_parallel_size": 2}')
     again = EngineConfig.model_validate(cfg.model_dump(mode="json", exclude_unset=True))
@@ -120,8 +127,6 @@ def test_lowering_is_idempotent_through_a_dump() -> None:
     ('{"engine": {"startup_time": 1}, "startup_time": 2}', "startup_time: given both"),
     ('{"engine_type": "vllm", "backend": "trtllm"}', "backend: conflicts with engine_type"),
     ('{"is_decode": "yes"}', "is_decode: must be true or false"),
-    ('{"is_decode": true}', "worker_type 'decode': not built yet"),
-    ('{"engine": {"kv_transfer_bytes_per_token": 10}}', "kv_transfer_bytes_per_token: not built yet"),
     ('{"gpu_memory_utilization": 0.9}', "gpu_memory_utilization: not built yet"),
     ('{"engine": {"sglang": {"schedule_policy": "fifo"}}}', "sglang: not built yet"),
     ('{"aic_backend": "vllm"}', "aic_backend: not built yet"),

@@ -65,7 +65,7 @@ class FakeRouterHost:
         self.calls: list[tuple[object, ...]] = []
         self.sent: dict[int, dict[int, int]] = {}
 
-    def add_worker(self, now: float, worker_id: int, gidxs: tuple[int, ...]) -> None:
+    def add_worker(self, now: float, worker_id: int, gidxs: tuple[int, ...], decode: bool = False) -> None:
         self.calls.append(("add", now, worker_id, tuple(gidxs)))
 
     def stop_routing(self, worker_id: int) -> dict[int, int]:

@@ -13,6 +13,7 @@ A host drives a rank on its event loop with these calls, each taking the simulat
 - `interrupt(now)`: the rank's speed changed (busy co-tenants): cut a decode run after the pass
   in progress, so later passes are timed anew.
 - `kill(now)`: the rank dies; every request on it fails.
+- `release_source(request_id, now)`: a prefill rank's handoff transfer ended (disaggregated serving).
 A host drains a rank itself (it stops sending, and the rank is done once `is_idle`): a rank
 cannot know what is still on its way to it.
 `begin`, `advance` and `kill` hand back a `RankOutput`: first tokens, finished requests, the KV
@@ -49,6 +50,16 @@ class Finished:
     detail: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A prefill rank computed a request's prompt at `t_ms` and holds its KV as a transfer source
+    (disaggregated serving); `record` is the prefill rank's record of it. Not client-visible."""
+
+    request_id: int
+    t_ms: float
+    record: EngineRecord
+
+
 @dataclass(slots=True)
 class RankOutput:
     """What happened during one call."""
@@ -59,6 +70,8 @@ class RankOutput:
     """Events stamped since the last output, in event-id order (stamps never decrease)."""
     load_changed: bool = False
     """A pass ended that emitted a first token, finished a request, admitted or preempted."""
+    handoffs: list[Handoff] = field(default_factory=list)
+    """Prompts a prefill rank finished and now holds as transfer sources (`release_source` frees them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +133,13 @@ class EngineRank(Protocol):
         ...
 
     def counters(self) -> RankCounters: ...
+
+    def release_source(self, request_id: int, now_ms: float) -> None:
+        """A prefill rank's transfer of this request's KV ended: free the source blocks (no-op when
+        the rank no longer holds them)."""
+        ...
+
+    def cached_prompt_tokens(self, request: RankRequest) -> int:
+        """Prompt tokens of `request` this rank's prefix cache would serve now (what a
+        `destination_missing` transfer need not send). Changes nothing."""
+        ...

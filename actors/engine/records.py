@@ -87,6 +87,33 @@ class EngineRecord:
 
 
 @dataclass(slots=True)
+class HandoffRecord:
+    """A disaggregated request's prefill side and KV transfer (the reference's per-request keys).
+
+    Written by the control shard's handoff component (`cluster.control.disagg`) from the prefill
+    rank's handoff and the decode rank's transfer notice; times are engine milliseconds.
+    """
+
+    prefill_worker_id: int
+    prefill_dp_rank: int
+    prefill: EngineRecord
+    """The prefill rank's record (its admission and prefix reuse)."""
+    source_held_ms: float
+    destination_reserved_ms: float | None = None
+    """The decode rank's first scheduling point after the handoff (a pass boundary, or the handoff when idle)."""
+    transfer_done_ms: float | None = None
+    """The KV has crossed; the request joins the decode rank's next pass, admitted then (the reference's
+    `destination_activated_ms`, which is the decode admission)."""
+    source_released_ms: float | None = None
+    transfer_tokens: int = 0
+    transfer_bytes: int = 0
+    transfer_ms: float = 0.0
+    over_links: bool = False
+    """The transfer was timed over modelled links (scenario `topology`), before the request reached the
+    decode rank; `destination_reserved_ms` is then the handoff."""
+
+
+@dataclass(slots=True)
 class RequestRecord:
     """The client's record of one request (one turn of a session); see the module docstring.
 
@@ -118,6 +145,9 @@ class RequestRecord:
     reason_detail: str | None = None
     cause: str | None = None
     """What caused the failure, when a scheduled event did: a fault id (`faults.1`) or a control action."""
+    handoff: HandoffRecord | None = None
+    """Disaggregated serving: the prefill side and transfer (None: served by one aggregated worker).
+    `worker_id`/`dp_rank` and `engine` are then the decode worker's."""
     migrated_from: list[int] = field(default_factory=list)
     """Workers the request left, in order, when theirs died or drained past a deadline (request
     migration). The engine record is then the last rank's; it counts every token generated."""
@@ -129,15 +159,18 @@ class RequestRecord:
 
     @property
     def first_admit_ms(self) -> float | None:
-        return self.engine.first_admit_ms
+        return (self.handoff.prefill if self.handoff is not None else self.engine).first_admit_ms
 
     @property
     def reused_input_tokens(self) -> int:
-        return self.engine.reused_input_tokens
+        """Prefix-cache hit at the first admission (the prefill worker's when disaggregated)."""
+        return (self.handoff.prefill if self.handoff is not None else self.engine).reused_input_tokens
 
     @property
     def admission_count(self) -> int:
-        return self.engine.admission_count
+        """Admissions on every rank it ran on (prefill and decode when disaggregated)."""
+        prefill = self.handoff.prefill.admission_count if self.handoff is not None else 0
+        return self.engine.admission_count + prefill
 
     @property
     def num_preemptions(self) -> int:

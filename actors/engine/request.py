@@ -43,6 +43,10 @@ class RankRequest:
     these (the same token ids, so the same block hashes) and generates the rest of `output_length`."""
     last_token_ms: float = 0.0
     """When the last of them was generated (the next inter-token gap runs from there)."""
+    transferred: bool = False
+    """The prompt's KV arrived from a prefill worker (disaggregated decode): the rank computes no
+    prompt token; admitted, the request decodes at once, its first pass timed as a decode pass over
+    the prompt (facts §g)."""
 
 
 class EngineRequest:
@@ -51,7 +55,7 @@ class EngineRequest:
     __slots__ = (
         "request_id", "record", "prompt_len", "max_output", "generated", "computed", "in_decode",
         "block_ids", "num_private", "hashes", "locals", "hash_ids", "trace_block_size",
-        "last_token_ms",
+        "last_token_ms", "transferred",
     )
 
     def __init__(self, request: RankRequest, hasher: PromptHasher) -> None:
@@ -69,6 +73,7 @@ class EngineRequest:
         self.hash_ids = request.hash_ids
         self.trace_block_size = request.trace_block_size
         self.last_token_ms = request.last_token_ms
+        self.transferred = request.transferred
         self.record.output_length = self.generated
         given = request.prompt_hashes
         if given is None:

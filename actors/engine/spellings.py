@@ -24,14 +24,10 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
-DISAGG = "disaggregated serving (prefill/decode workers and KV transfer)"
 AIC = "KV capacity derived from GPU memory (AIC sizing)"
 KV_TIERS = "KV offload tiers (host, disk, shared cache)"
 
 NOT_BUILT: dict[str, str] = {
-    "kv_bytes_per_token": DISAGG,
-    "kv_transfer_bytes_per_token": DISAGG,
-    "kv_transfer_bandwidth": DISAGG,
     "gpu_memory_utilization": AIC,
     "mem_fraction_static": AIC,
     "free_gpu_memory_fraction": AIC,
@@ -57,8 +53,6 @@ NOT_BUILT: dict[str, str] = {
 NOT_BUILT_PREFIXES: dict[str, str] = {"aic_": "AIC (AI Configurator) timing and sizing"}
 
 NOT_BUILT_VALUES: dict[tuple[str, str], str] = {
-    ("worker_type", "prefill"): DISAGG,
-    ("worker_type", "decode"): DISAGG,
     ("backend", "sglang"): "the SGLang scheduling policy (backend 'sglang')",
     ("backend", "trtllm"): "the TensorRT-LLM scheduling policy (backend 'trtllm')",
 }
@@ -70,8 +64,11 @@ LAUNCH_KEYS = ("dp_size", "tensor_parallel_size", "startup_time")
 IGNORED_LAUNCH_KEYS = ("num_gpu_blocks_is_explicit",)
 """Top-level bookkeeping of the 1.6.1 normaliser: whether num_gpu_blocks was given; no effect here."""
 
-ALIASES: dict[str, str] = {"engine_type": "backend"}
+ALIASES: dict[str, str] = {"engine_type": "backend", "kv_transfer_bytes_per_token": "kv_bytes_per_token"}
 """Flat `MockEngineArgs` names -> clustersim keys."""
+
+NULLABLE = ("kv_transfer_bytes_per_token",)
+"""Reference keys whose null (unset) clustersim drops before lowering (their clustersim key may be set too)."""
 
 FLAG_ROLES: dict[str, str] = {"is_prefill": "prefill", "is_decode": "decode"}
 """`MockEngineArgs`' boolean role flags -> `worker_type`."""
@@ -110,7 +107,7 @@ def lower_engine_keys(data: Any) -> Any:
     out: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in flat.items():
-        if value is None and (key in NOT_BUILT or key in FLAG_ROLES):
+        if value is None and (key in NOT_BUILT or key in FLAG_ROLES or key in NULLABLE):
             continue  # null = unset in the reference
         feature = NOT_BUILT.get(key) or next((f for p, f in NOT_BUILT_PREFIXES.items() if key.startswith(p)), None)
         if feature is not None:

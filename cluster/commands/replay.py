@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="seed of the run (the router's tie-breaks)")
     w.add_argument("--arrival-seed", type=int, default=42,
                    help="seed of the synthetic arrival stream (the reference's arrival_seed)")
-    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, help="workers (default 1; aggregated replay)")
     parser.add_argument("--replay-mode", choices=("offline", "online"), default="offline")
     parser.add_argument("--router-mode", choices=("round_robin", "kv_router"), default="round_robin")
     parser.add_argument("--router-config", help="KV router settings, JSON object (kv_router mode)")
@@ -138,7 +138,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
 
     if args.replay_mode != "offline":
         raise ReplayError("--replay-mode online is not supported; clustersim replays offline on a virtual clock")
-    if args.num_workers < 1:
+    if args.num_workers is not None and args.num_workers < 1:
         raise ReplayError("--num-workers must be at least 1")
     if args.migration_limit < 0:
         raise ReplayError("--migration-limit must be at least 0")
@@ -150,9 +150,11 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
                         ("--sla-itl-ms", getattr(args, "sla_itl_ms", None))):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ReplayError(f"{flag} must be a positive number of milliseconds, got {value}")
-    engine = parse_engine_args(args.extra_engine_args)
-    if engine.worker_type != "aggregated":
-        raise ReplayError("aggregated replay needs worker_type 'aggregated' (disaggregated replay is not built yet)")
+    disagg = _disagg_engines(args)
+    engine = parse_engine_args(args.extra_engine_args) if disagg is None else disagg[0]
+    if disagg is None and engine.worker_type != "aggregated":
+        raise ReplayError("aggregated replay needs worker_type 'aggregated' (for prefill/decode workers give "
+                          "--prefill-engine-args and --decode-engine-args)")
     if args.router_config is not None and args.router_mode != "kv_router":
         raise ReplayError("--router-config applies to --router-mode kv_router only")
     router: dict[str, Any] = {"mode": "round_robin"}
@@ -165,10 +167,31 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
 
         router = {**json.loads(args.router_config or "{}"), "mode": "kv"}
     try:
-        return replay_scenario(engine, args.num_workers, router=router, workload=_workload_fields(args, engine),
-                               seed=args.seed, outputs={"dir": "out/replay"}, migration_limit=args.migration_limit)
+        return replay_scenario(engine, args.num_workers or 1, router=router, workload=_workload_fields(args, engine),
+                               seed=args.seed, outputs={"dir": "out/replay"}, migration_limit=args.migration_limit,
+                               disagg=disagg)
     except ValidationError as exc:
         raise ReplayError(describe_validation_error(exc, "replay")) from None
+
+
+def _disagg_engines(args: argparse.Namespace) -> tuple[EngineConfig, int, EngineConfig, int] | None:
+    """(prefill engine, prefill workers, decode engine, decode workers) for a disaggregated replay, or None.
+    An engine JSON without `worker_type` takes its pool's; a contradicting one is refused."""
+    from actors.engine.config import parse_engine_args
+    from cluster.commands.replay_compat import disaggregated
+
+    if not disaggregated(args):
+        return None
+    engines = []
+    for role in ("prefill", "decode"):
+        flag = f"--{role}-engine-args"
+        cfg = parse_engine_args(getattr(args, f"{role}_engine_args"), flag)
+        if "worker_type" not in cfg.model_fields_set:
+            cfg = type(cfg).model_validate({**cfg.model_dump(exclude_unset=True), "worker_type": role})
+        elif cfg.worker_type != role:
+            raise ReplayError(f"{flag}: worker_type {cfg.worker_type!r}, expected {role!r}")
+        engines.append(cfg)
+    return (engines[0], args.num_prefill_workers or 1, engines[1], args.num_decode_workers or 1)
 
 
 def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None
@@ -186,7 +209,7 @@ def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None
     with fewer_collections():  # loading, the run and the report: the collector traverses less
         scenario = scenario_from_flags(args)
         try:
-            needs = [ranks_need("--num-workers", args.num_workers * scenario.deployments[0].dp_size)]
+            needs = [ranks_need("--num-workers", sum(d.replicas * d.dp_size for d in scenario.deployments))]
             if scenario.workload.synthetic is not None:
                 needs.append(synthetic_need("--request-count", "--input-tokens", scenario.workload.synthetic))
             check_memory(needs)

@@ -17,7 +17,9 @@ in the reference:
   which clustersim's `--sla-tpot-ms` is;
 - `--model-name`: selects a profile of `--router-policy-config`; without one it has no effect (as in
   the reference);
-- `--report-jsonl`: the reference's name of `--per-request-jsonl`.
+- `--report-jsonl`: the reference's name of `--per-request-jsonl`;
+- `--prefill-engine-args`, `--decode-engine-args`, `--num-prefill-workers`, `--num-decode-workers`: a
+  disaggregated replay (`disaggregated`); `--num-workers` and `--extra-engine-args` are then refused.
 
 Flags whose feature is not built (`NOT_BUILT_FLAGS`) are parsed and refused with `not built yet`.
 """
@@ -29,14 +31,9 @@ import argparse
 TRACE_FORMATS = ("mooncake", "mooncake-delta", "agentic_mooncake", "agentic-mooncake", "weka",
                  "applied_compute_agentic", "dynamo")
 BUILT_TRACE_FORMATS = ("mooncake",)
-DISAGG = "disaggregated replay (prefill/decode pools)"
 AIC = "AIC (AI Configurator) timing"
 
 NOT_BUILT_FLAGS: dict[str, str] = {
-    "prefill_engine_args": DISAGG,
-    "decode_engine_args": DISAGG,
-    "num_prefill_workers": DISAGG,
-    "num_decode_workers": DISAGG,
     "planner_config": "planner-in-the-loop replay",
     "benchmark_granularity": "planner-in-the-loop replay",
     "router_policy_config": "router policy families and cache-bucket queues",
@@ -67,14 +64,15 @@ def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sla-itl-ms", type=float,
                         help="goodput bound on a request's mean inter-token latency (e2e - ttft)/(osl - 1)")
     parser.add_argument("--model-name", help="profile to select from --router-policy-config")
+    d = parser.add_argument_group("disaggregated replay (a prefill pool and a decode pool)")
+    d.add_argument("--prefill-engine-args", help="prefill workers' engine settings: a JSON object or a JSON file")
+    d.add_argument("--decode-engine-args", help="decode workers' engine settings: a JSON object or a JSON file")
+    d.add_argument("--num-prefill-workers", type=int, help="prefill workers (default 1)")
+    d.add_argument("--num-decode-workers", type=int, help="decode workers (default 1)")
     n = parser.add_argument_group("accepted but not built yet (refused with a message)")
     n.add_argument("--router-policy-config")
     n.add_argument("--planner-config")
     n.add_argument("--benchmark-granularity", type=int)
-    n.add_argument("--prefill-engine-args")
-    n.add_argument("--decode-engine-args")
-    n.add_argument("--num-prefill-workers", type=int)
-    n.add_argument("--num-decode-workers", type=int)
     for name in AIC_FLAGS:
         n.add_argument(f"--aic-{name}", dest=f"aic_{name.replace('-', '_')}", help=argparse.SUPPRESS)
 
@@ -111,6 +109,24 @@ def check_reference_flags(args: argparse.Namespace, synthetic: bool) -> None:
             raise ReplayError("--max-sim-time-seconds cannot be written into a scenario (--dump-scenario) yet")
     if args.sla_itl_ms is not None and args.sla_tpot_ms is not None and args.sla_itl_ms != args.sla_tpot_ms:
         raise ReplayError("--sla-itl-ms and --sla-tpot-ms are one bound; give one of them")
+
+
+DISAGG_FLAGS = ("prefill_engine_args", "decode_engine_args", "num_prefill_workers", "num_decode_workers")
+
+
+def disaggregated(args: argparse.Namespace) -> bool:
+    """Whether the flags ask for a disaggregated replay; aggregated flags mixed in are refused."""
+    given = [d for d in DISAGG_FLAGS if getattr(args, d, None) is not None]
+    if not given:
+        return False
+    for dest in ("num_workers", "extra_engine_args"):
+        if getattr(args, dest, None) is not None:
+            raise ReplayError(f"{_flag(dest)} is for aggregated replay; with {_flag(given[0])} give "
+                              "--num-prefill-workers/--num-decode-workers and --prefill-engine-args/--decode-engine-args")
+    for dest in ("num_prefill_workers", "num_decode_workers"):
+        if getattr(args, dest) is not None and getattr(args, dest) < 1:
+            raise ReplayError(f"{_flag(dest)} must be at least 1")
+    return True
 
 
 def sla_itl_ms(args: argparse.Namespace) -> float | None:

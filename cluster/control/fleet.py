@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from actors.engine.config import ROLE_TRAITS
 from actors.engine.records import FailureReason
 from cluster.control.router_host import RouterHost
 from cluster.control.workers import WorkerInfo, WorkerSource
@@ -334,7 +335,8 @@ class Fleet:
         if life.state == "starting" and len(life.ready_ranks) == len(life.info.gidxs):
             life.state = "ready"
             life.ready_ms = msg.t_ms
-            self.router.add_worker(now, msg.worker_id, life.info.gidxs)
+            self.router.add_worker(now, msg.worker_id, life.info.gidxs,
+                                   decode=not ROLE_TRAITS[life.info.engine.worker_type].prefills)
             self._log(now, "worker_ready", worker=life.info.name, ready_ms=msg.t_ms)
 
     def on_stopped(self, now: float, msg: RankStoppedMsg) -> None:

@@ -20,7 +20,9 @@ import math
 from collections.abc import Callable
 
 from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
+from cluster.control.disagg import Handoffs
 from cluster.control.fleet import Fleet
+from cluster.control.kv_links import KvLinks
 from cluster.control.frontend import Frontend
 from cluster.control.migration import Migrator
 from cluster.control.router_host import PromptHashes, RouterHost
@@ -29,6 +31,7 @@ from cluster.plane.messages import (
     CONTROL_ADDR,
     CompletionMsg,
     FirstTokenMsg,
+    HandoffMsg,
     KvBatchMsg,
     LoadMetricsMsg,
     Message,
@@ -36,6 +39,8 @@ from cluster.plane.messages import (
     RequestMsg,
     ShutdownMsg,
     Topic,
+    TransferDoneMsg,
+    TransferSource,
     WorkerDownMsg,
     rank_addr,
 )
@@ -58,6 +63,9 @@ class ControlHost:
         self.reacts_to_responses = False
         self.reacts_to_stream = False
         self.migrator: Migrator | None = None
+        self.handoffs: Handoffs | None = None
+        self.links: KvLinks | None = None
+        """KV transfers over modelled links (scenario `topology`); None: the decode rank times them."""
 
     def wire(self, workload: Workload, router: RouterHost, fleet: Fleet, concurrency: int | None,
              on_done: Callable[[RequestRecord], None] | None = None, stream_lossy: bool = False,
@@ -75,6 +83,8 @@ class ControlHost:
                                  send_times=self.send_times,
                                  on_finished=self._finished)
         self._announce = announce_shutdown
+        if router.decode_router is not None:
+            self.handoffs = Handoffs(self.frontend, router, self.plane, self.links, fleet)
         if migration_limit_of is not None:
             self.migrator = Migrator(self.frontend, router, migration_limit_of)
         # Which deliveries can make this shard send (the Ray runtime's lookahead depends on it).
@@ -88,6 +98,8 @@ class ControlHost:
             kinds.append(CompletionMsg)
         # A worker coming or going releases queued requests, or fails them when none is left.
         kinds += [WorkerDownMsg, RankReadyMsg, RankStoppedMsg]
+        if self.handoffs is not None:  # a handoff routes to a decode rank, a transfer's end releases the source
+            kinds += [HandoffMsg, TransferDoneMsg]
         if router.queueing:
             kinds.append(FirstTokenMsg)
         if self.reacts_to_stream:
@@ -104,6 +116,19 @@ class ControlHost:
                          record.requested_output_length, hash_ids, self.frontend.workload.trace_block_size,
                          record.dispatched_ms, hashes[0], hashes[1], carried.output_length,
                          carried.last_token_ms or 0.0)
+        self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
+
+    def send_decode(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], gidx: int,
+                    hashes: PromptHashes, source: object) -> None:
+        """Send a prefilled request to the decode rank the decode router chose, with its KV source."""
+        assert isinstance(source, TransferSource)
+        if self.links is not None and self.handoffs is not None and source.bandwidth_gbps is not None:
+            self.handoffs.over_links(now, record, gidx, source,
+                                     lambda t, src: self.send_decode(t, record, hash_ids, gidx, hashes, src))
+            return
+        msg = RequestMsg(record.request_id, record.worker_id, record.dp_rank, record.input_length,
+                         record.requested_output_length, hash_ids, self.frontend.workload.trace_block_size,
+                         record.dispatched_ms, hashes[0], hashes[1], source=source)
         self.plane.send(Topic.REQUESTS, CONTROL_ADDR, rank_addr(gidx), msg, now)
 
     def _finished(self, now: float) -> None:
@@ -136,6 +161,10 @@ class ControlHost:
             else:
                 self.frontend.on_completion(now, msg)
                 self.router.on_complete(now, msg.request_id)
+        elif isinstance(msg, HandoffMsg) and self.handoffs is not None:
+            self.handoffs.on_handoff(now, msg)
+        elif isinstance(msg, TransferDoneMsg) and self.handoffs is not None:
+            self.handoffs.on_transfer_done(now, msg)
         elif isinstance(msg, LoadMetricsMsg):
             self.router.on_metrics(now, msg)
         elif isinstance(msg, ReplayReplyMsg):

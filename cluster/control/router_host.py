@@ -39,6 +39,8 @@ PromptHashes = tuple[tuple[int, ...], tuple[int, ...]]
 """A prompt's (sequence, local) full-block hashes."""
 
 SendRequest = Callable[[float, RequestRecord, tuple[int, ...], int, PromptHashes], None]
+SendDecode = Callable[[float, RequestRecord, tuple[int, ...], int, PromptHashes, object], None]
+"""Send a prefilled request to the decode rank with this global index, with its transfer source."""
 """Send a request to the rank with this global index at `now`, with its prompt hashes."""
 Reject = Callable[[float, RequestRecord, FailureReason, str], None]
 Fail = Callable[[float, RequestRecord, FailureReason, str, str | None], None]
@@ -68,6 +70,9 @@ class RouterHost:
         hasher: PromptHasher,
         recovery: bool = True,
         fail: Fail | None = None,
+        decode_router: KvRouter | None = None,
+        decode_workers: frozenset[int] = frozenset(),
+        send_decode: SendDecode | None = None,
     ) -> None:
         self.slots: dict[int, tuple[int, int]] = dict(enumerate(slots))
         """Global rank index -> (worker_id, dp_rank), for every rank ever routable."""
@@ -85,6 +90,16 @@ class RouterHost:
         """Requests sent to each rank (a draining rank stops once it has finished them all)."""
         self._pending: dict[int, tuple[RequestRecord, tuple[int, ...], PromptHashes]] = {}
         self._down: set[int] = set()
+        self.decode_router = decode_router
+        """Disaggregated serving: the decode stage's router (over the decode pool); `kv_router` is then
+        the prefill stage's (over the prefill pool)."""
+        self._decode_pool = set(decode_workers)
+        self._send_decode = send_decode
+        self._decoding: set[int] = set()
+        """Requests routed to a decode worker (their first token and completion are the decode router's)."""
+        self._pending_decode: dict[int, tuple[RequestRecord, tuple[int, ...], PromptHashes, object]] = {}
+        self._hashes: dict[int, PromptHashes] = {}
+        """Disaggregated: a prompt's hashes from the prefill stage, until the decode stage routes it."""
         config = kv_router.config
         self.queueing = config.router_queue_threshold is not None
         self.keeps_history = kv_router.reads_kv_state  # nothing reads other modes' history
@@ -95,22 +110,33 @@ class RouterHost:
         for w, _ in self.slots.values():
             dp_sizes[w] = dp_sizes.get(w, 0) + 1
         for w in sorted(dp_sizes):
-            kv_router.add_worker(w, dp_sizes[w])
+            self._router_of(w).add_worker(w, dp_sizes[w])
+
+    def gidx_of(self, worker_id: int, dp_rank: int) -> int:
+        return self._gidx[(worker_id, dp_rank)]
+
+    def _router_of(self, worker_id: int) -> KvRouter:
+        """The router of the worker's pool (the decode router for decode workers)."""
+        if self.decode_router is not None and worker_id in self._decode_pool:
+            return self.decode_router
+        return self.kv_router
 
     # ------------------------------------------------------------------ the fleet changes
 
-    def add_worker(self, now: float, worker_id: int, gidxs: Sequence[int]) -> None:
-        """A worker became ready: its ranks (DP rank order) join routing."""
+    def add_worker(self, now: float, worker_id: int, gidxs: Sequence[int], decode: bool = False) -> None:
+        """A worker became ready: its ranks (DP rank order) join routing (`decode`: the decode pool)."""
         for r, g in enumerate(gidxs):
             self.slots[g] = (worker_id, r)
             self._gidx[(worker_id, r)] = g
-        self.kv_router.add_worker(worker_id, len(gidxs))
+        if decode:
+            self._decode_pool.add(worker_id)
+        self._router_of(worker_id).add_worker(worker_id, len(gidxs))
         self.drain(now)
 
     def stop_routing(self, worker_id: int) -> dict[int, int]:
         """A worker starts draining: no request goes to it from now on. Returns, per rank (global
         index), how many requests were sent to it."""
-        self.kv_router.drain_worker(worker_id)
+        self._router_of(worker_id).drain_worker(worker_id)
         return {g: self._sent.get(g, 0) for g, (w, _) in self.slots.items() if w == worker_id}
 
     def remove_worker(self, now: float, worker_id: int) -> None:
@@ -119,7 +145,7 @@ class RouterHost:
             if w == worker_id and g not in self._down:
                 self._down.add(g)
                 self.subscriber.forget(w, r)
-        self.kv_router.remove_worker(worker_id)
+        self._router_of(worker_id).remove_worker(worker_id)
         self.drain(now)
 
     def restart(self, now: float) -> None:
@@ -150,6 +176,8 @@ class RouterHost:
             return
         seqs, locals_ = self._hasher.hash_prompt(hash_ids, record.input_length)
         hashes: PromptHashes = (tuple(seqs), tuple(locals_))
+        if self.decode_router is not None:
+            self._hashes[rid] = hashes
         router = self.kv_router
         decision = router.route(rid, hashes[0], record.input_length + record.carried_tokens, now)
         if decision is None:
@@ -160,10 +188,47 @@ class RouterHost:
             return
         self._dispatch(now, record, hash_ids, hashes, decision)
 
+    def route_decode(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], source: object) -> None:
+        """Disaggregated: the prompt is prefilled; the decode router picks the destination (facts §i:
+        load only, no overlap credit, no prefill tokens tracked; see `cluster.control.disagg`)."""
+        router = self.decode_router
+        assert router is not None
+        rid = record.request_id
+        hashes = self._hashes.pop(rid)
+        decision = router.route(rid, hashes[0], record.input_length, now)
+        if decision is None:
+            if router.take_rejected():
+                self._reject(now, record, FailureReason.ROUTER_QUEUE_FULL, "decode router queue is full")
+            else:
+                self._pending_decode[rid] = (record, hash_ids, hashes, source)
+            return
+        self._dispatch_decode(now, record, hash_ids, hashes, source, decision)
+
+    def _dispatch_decode(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], hashes: PromptHashes,
+                         source: object, d: RouteDecision) -> None:
+        assert self._send_decode is not None
+        if self.keeps_history:
+            record.routing_history.append(d.history_entry("decode"))
+        record.worker_id, record.dp_rank = d.worker_id, d.dp_rank
+        g = self._gidx[(d.worker_id, d.dp_rank)]
+        self._sent[g] = self._sent.get(g, 0) + 1
+        self._decoding.add(record.request_id)
+        self._send_decode(now, record, hash_ids, g, hashes, source)
+
+    def on_prefill_done(self, now: float, rid: int) -> None:
+        """The prefill worker computed the prompt (its prefill tokens are released)."""
+        self.kv_router.on_first_token(rid, now)
+        self.drain(now)
+
+    def on_source_released(self, now: float, rid: int) -> None:
+        """The transfer ended: the prefill worker holds the request no more."""
+        self.kv_router.on_complete(rid, now)
+        self.drain(now)
+
     def _dispatch(self, now: float, record: RequestRecord, hash_ids: tuple[int, ...], hashes: PromptHashes,
                   d: RouteDecision) -> None:
         if self.keeps_history:
-            record.routing_history.append(d.history_entry())
+            record.routing_history.append(d.history_entry("aggregated" if self.decode_router is None else "prefill"))
         record.worker_id, record.dp_rank = d.worker_id, d.dp_rank
         g = self._gidx[(d.worker_id, d.dp_rank)]
         self._sent[g] = self._sent.get(g, 0) + 1
@@ -172,11 +237,14 @@ class RouterHost:
     def drain(self, now: float) -> None:
         """Release queued requests while some worker has room (router queueing, or requests that
         arrived while every worker was still starting)."""
-        if not self._pending:
-            return
-        for d in self.kv_router.drain(now):
-            record, hash_ids, hashes = self._pending.pop(d.request_id)
-            self._dispatch(now, record, hash_ids, hashes, d)
+        if self._pending:
+            for d in self.kv_router.drain(now):
+                record, hash_ids, hashes = self._pending.pop(d.request_id)
+                self._dispatch(now, record, hash_ids, hashes, d)
+        if self._pending_decode and self.decode_router is not None:
+            for d in self.decode_router.drain(now):
+                record, hash_ids, hashes, source = self._pending_decode.pop(d.request_id)
+                self._dispatch_decode(now, record, hash_ids, hashes, source, d)
 
     def fail_pending(self, now: float, detail: str, cause: str | None) -> None:
         """The last worker is gone and none is starting: every queued request fails (`no_live_worker`),
@@ -185,13 +253,25 @@ class RouterHost:
             record = self._pending.pop(rid)[0]
             self.kv_router.cancel(rid)
             self._fail(now, record, FailureReason.NO_LIVE_WORKER, detail, cause)
+        for rid in sorted(self._pending_decode):
+            record = self._pending_decode.pop(rid)[0]
+            if self.decode_router is not None:
+                self.decode_router.cancel(rid)
+            self._fail(now, record, FailureReason.NO_LIVE_WORKER, detail, cause)
+
+    def _stage_router(self, rid: int) -> KvRouter:
+        if self.decode_router is not None and rid in self._decoding:
+            return self.decode_router
+        return self.kv_router
 
     def on_first_token(self, now: float, rid: int) -> None:
-        self.kv_router.on_first_token(rid, now)
+        self._stage_router(rid).on_first_token(rid, now)
         self.drain(now)
 
     def on_complete(self, now: float, rid: int) -> None:
-        self.kv_router.on_complete(rid, now)
+        self._stage_router(rid).on_complete(rid, now)
+        self._decoding.discard(rid)
+        self._hashes.pop(rid, None)
         self.drain(now)
 
     # ------------------------------------------------------------------ event plane in
@@ -212,7 +292,7 @@ class RouterHost:
             return
         self._now = now
         if self.uses_load_metrics:
-            self.kv_router.on_load_metrics(m)
+            self._router_of(m.worker_id).on_load_metrics(m)
         if self.subscribes_kv:
             self.subscriber.on_heartbeat(m.worker_id, m.dp_rank, msg.kv_seq)
 

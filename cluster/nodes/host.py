@@ -39,6 +39,7 @@ from cluster.nodes.contention import Contention
 from cluster.nodes.hosted import READY_KEY, Hosted, HostOptions, RankStats
 from cluster.nodes.kv_streams import KvStream, KvTap
 from cluster.nodes.straggler import Straggler
+from cluster.nodes.transfers import Transfers
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
     CONTROL_ADDR,
@@ -46,6 +47,7 @@ from cluster.plane.messages import (
     FirstTokenMsg,
     LoadMetricsMsg,
     Message,
+    ReleaseSourceMsg,
     ReplayRequestMsg,
     RequestMsg,
     ShutdownMsg,
@@ -84,6 +86,7 @@ class NodeHost:
         self._response_times: list[float] = []
         """Times of queued events that may send a response (the lookahead)."""
         self._heartbeats_on = False
+        self._transfers = Transfers(loop, plane, self._response_times, self._submit, self._rearm)
         self._stragglers: dict[int, Straggler] = {}
         slowed = {g for sd in slowdowns for g in sd.gidxs}
         self._slowed = slowed
@@ -156,6 +159,10 @@ class NodeHost:
         h = self._hosted[addr]
         if isinstance(msg, RequestMsg):
             self._on_request(now, h, msg)
+        elif isinstance(msg, ReleaseSourceMsg):
+            if h.alive:
+                h.rank.release_source(msg.request_id, now)
+                self._stop_if_drained(now, h)
         elif isinstance(msg, ReplayRequestMsg):
             if h.alive:
                 h.stream.answer_replay(now, h.rank, msg)
@@ -205,14 +212,28 @@ class NodeHost:
             self._contention.update(h.spec.gidx, now)
 
     def _on_request(self, now: float, h: Hosted, msg: RequestMsg) -> None:
-        h.received += 1
+        if msg.source is None or not h.alive:
+            h.received += 1  # a transferred request counts once it is activated (a drain waits for it)
         if not h.alive:
             self._respond(now, h, Finished(msg.request_id, TerminalStatus.FAILED, EngineRecord(end_ms=now),
                                            FailureReason.WORKER_KILLED, "worker is down"))
             return
         given = None if msg.block_hashes is None or msg.local_hashes is None else (msg.block_hashes, msg.local_hashes)
         request = RankRequest(msg.request_id, msg.input_length, msg.output_length, msg.hash_ids,
-                              msg.trace_block_size, given, msg.generated_tokens, msg.last_token_ms)
+                              msg.trace_block_size, given, msg.generated_tokens, msg.last_token_ms,
+                              transferred=msg.source is not None)
+        if msg.source is not None:
+            self._transfers.receive(now, h, msg, request)
+            return
+        self._submit(now, h, request)
+
+    def _submit(self, now: float, h: Hosted, request: RankRequest) -> None:
+        if request.transferred:
+            h.received += 1
+            if not h.alive:
+                self._respond(now, h, Finished(request.request_id, TerminalStatus.FAILED, EngineRecord(end_ms=now),
+                                               FailureReason.WORKER_KILLED, "worker is down"))
+                return
         refused = h.rank.submit(request, now)
         self._rearm(h)
         if refused is not None:
@@ -297,6 +318,8 @@ class NodeHost:
                             FirstTokenMsg(t.request_id, rank.worker_id, rank.dp_rank, now), now)
         for f in out.finished:
             self._respond(now, h, f)
+        if out.handoffs:
+            self._transfers.send_handoffs(now, h, out.handoffs)
         if self.options.publish_metrics and out.load_changed:
             self._publish_metrics(now, h)
 

@@ -20,15 +20,19 @@ from cluster.plane.messages import (
     CompletionMsg,
     Envelope,
     FirstTokenMsg,
+    HandoffMsg,
     KvBatchMsg,
     KvSnapshot,
     LoadMetricsMsg,
     Message,
     ReplayReplyMsg,
     ReplayRequestMsg,
+    ReleaseSourceMsg,
     RequestMsg,
     ShutdownMsg,
     Topic,
+    TransferDoneMsg,
+    TransferSource,
     WorkerDownMsg,
 )
 from cluster.plane.ranks import DrainRankMsg, RankReadyMsg, RankStoppedMsg, StartRankMsg, StopRankMsg
@@ -51,6 +55,9 @@ class Kind(IntEnum):
     DRAIN_RANK = 12
     STOP_RANK = 13
     RANK_STOPPED = 14
+    HANDOFF = 15
+    TRANSFER_DONE = 16
+    RELEASE_SOURCE = 17
 
 
 class DecodeError(ValueError):
@@ -112,6 +119,10 @@ def _metrics_in(raw: list[Any]) -> LoadMetricsMsg:
     return LoadMetricsMsg(LoadMetrics(*values), kv_seq)
 
 
+def _source_out(src: TransferSource) -> list[Any]:
+    return [src.gidx, src.bytes_per_token, src.bandwidth_gbps, src.destination_missing]
+
+
 def _msg_out(msg: Message) -> list[Any]:
     if isinstance(msg, KvBatchMsg):
         return [Kind.KV_BATCH, *_batch_out(msg)]
@@ -120,7 +131,16 @@ def _msg_out(msg: Message) -> list[Any]:
                 list(msg.hash_ids), msg.trace_block_size, msg.dispatched_ms,
                 None if msg.block_hashes is None else list(msg.block_hashes),
                 None if msg.local_hashes is None else list(msg.local_hashes), msg.generated_tokens,
-                msg.last_token_ms]
+                msg.last_token_ms, *([] if msg.source is None else [_source_out(msg.source)])]
+    if isinstance(msg, HandoffMsg):
+        return [Kind.HANDOFF, msg.request_id, msg.worker_id, msg.dp_rank, msg.t_ms,
+                [getattr(msg.record, name) for name in _RECORD_FIELDS], msg.bytes_per_token, msg.bandwidth_gbps,
+                msg.destination_missing]
+    if isinstance(msg, TransferDoneMsg):
+        return [Kind.TRANSFER_DONE, msg.request_id, msg.worker_id, msg.dp_rank, msg.t_ms, msg.source_gidx,
+                msg.tokens, msg.nbytes, msg.ms, msg.reserved_ms]
+    if isinstance(msg, ReleaseSourceMsg):
+        return [Kind.RELEASE_SOURCE, msg.request_id]
     if isinstance(msg, FirstTokenMsg):
         return [Kind.FIRST_TOKEN, msg.request_id, msg.worker_id, msg.dp_rank, msg.t_ms]
     if isinstance(msg, CompletionMsg):
@@ -163,9 +183,17 @@ def _msg_in(raw: list[Any], trusted: bool = True) -> Message:
         return _batch_in(rest)
     if kind == Kind.REQUEST:
         rid, w, r, isl, osl, ids, tbs, disp, bh, lh, *carried = rest
-        gen, last = carried if carried else (0, 0.0)  # a request that never migrated may leave them out
+        gen, last = carried[:2] if carried else (0, 0.0)  # a request that never migrated may leave them out
+        source = TransferSource(*carried[2]) if len(carried) > 2 else None
         return RequestMsg(rid, w, r, isl, osl, tuple(ids), tbs, disp, None if bh is None else tuple(bh),
-                          None if lh is None else tuple(lh), gen, last)
+                          None if lh is None else tuple(lh), gen, last, source)
+    if kind == Kind.HANDOFF:
+        rid, w, r, t, record, bpt, bw, missing = rest
+        return HandoffMsg(rid, w, r, t, EngineRecord(*record), bpt, bw, missing)
+    if kind == Kind.TRANSFER_DONE:
+        return TransferDoneMsg(*rest)
+    if kind == Kind.RELEASE_SOURCE:
+        return ReleaseSourceMsg(*rest)
     if kind == Kind.FIRST_TOKEN:
         return FirstTokenMsg(*rest)
     if kind == Kind.COMPLETION:

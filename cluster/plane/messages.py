@@ -9,8 +9,9 @@ hot paths (one per KV batch, token signal or request), so they are not pydantic 
 
 Topics (`Topic`) name the link a message travels on; each has its own latency, loss and
 ordering settings (`cluster.plane.links.LinkSpec`):
-- `requests`   frontend/router -> rank: a routed request. Reliable, FIFO.
-- `responses`  rank -> frontend: first token, completion, rejection, failure. Reliable, FIFO.
+- `requests`   frontend/router -> rank: a routed request; a source release to a prefill rank. Reliable, FIFO.
+- `responses`  rank -> frontend: first token, completion, rejection, failure; disaggregated serving's
+               handoff (prefill rank) and transfer-done (decode rank) notices. Reliable, FIFO.
 - `kv_events`  rank -> subscribers (the router): KV event batches, one sequence number per
                publisher. Pub/sub: may lose, duplicate and reorder.
 - `metrics`    rank -> subscribers: load metrics and heartbeats (carry the last KV seq).
@@ -77,6 +78,56 @@ class RequestMsg:
     """Tokens generated on the workers it migrated from (the rank prefills them with the prompt)."""
     last_token_ms: float = 0.0
     """When the last of those was generated."""
+    source: TransferSource | None = None
+    """Disaggregated decode: the prompt's KV comes from this prefill rank (None: the rank prefills it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSource:
+    """Where a decode rank's prompt KV comes from, and how fast (the prefill engine's keys)."""
+
+    gidx: int
+    """The prefill rank's global index."""
+    bytes_per_token: int | None
+    bandwidth_gbps: float | None
+    destination_missing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffMsg:
+    """Prefill rank -> control: the prompt is computed at `t_ms`, its KV held as the transfer source."""
+
+    request_id: int
+    worker_id: int
+    dp_rank: int
+    t_ms: float
+    record: EngineRecord
+    bytes_per_token: int | None
+    bandwidth_gbps: float | None
+    destination_missing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDoneMsg:
+    """Decode rank -> control: the prompt's KV arrived at `t_ms` (the destination is activated)."""
+
+    request_id: int
+    worker_id: int
+    dp_rank: int
+    t_ms: float
+    source_gidx: int
+    tokens: int
+    nbytes: int
+    ms: float
+    reserved_ms: float
+    """When the destination was reserved (the decode rank's first scheduling point after the handoff)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSourceMsg:
+    """Control -> prefill rank: the transfer of this request's KV ended; free the source blocks."""
+
+    request_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +240,7 @@ class ShutdownMsg:
 
 
 Message = Union[RequestMsg, FirstTokenMsg, CompletionMsg, KvBatchMsg, LoadMetricsMsg, ReplayRequestMsg,
-                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg, StartRankMsg, RankReadyMsg, DrainRankMsg, StopRankMsg,
+                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg, HandoffMsg, TransferDoneMsg, ReleaseSourceMsg, StartRankMsg, RankReadyMsg, DrainRankMsg, StopRankMsg,
                 RankStoppedMsg]
 
 

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from actors.engine.records import FailureReason, TerminalStatus
+from actors.engine.config import ROLE_TRAITS
+from actors.engine.records import FailureReason, RequestRecord, TerminalStatus
 from cluster.control.fleet import Fleet, WorkerLife
 from cluster.control.workers import WorkerInfo
 from cluster.control.host import ControlHost
@@ -79,9 +80,27 @@ ROUTER_MODE_FLAGS = {"kv": "kv_router"}
 def build_report(world: World, result: RunResult, control: ControlHost, layout: Layout = "scenario",
                  options: ReportOptions = ReportOptions()) -> dict[str, Any]:
     """The report of a run in one of the two layouts (see the module docstring)."""
-    if layout == "replay":
-        return _replay_report(world, result, control, options)
-    return _scenario_report(world, result, control, options)
+    report = (_replay_report if layout == "replay" else _scenario_report)(world, result, control, options)
+    if control.handoffs is not None:  # disaggregated serving
+        report["kv_transfer"] = kv_transfer_report(result.records, control)
+    return report
+
+
+def kv_transfer_report(records: list[RequestRecord], control: ControlHost) -> dict[str, Any]:
+    """Transfers of disaggregated requests: count, bytes, mean/p99 time; with `topology`, the links'."""
+    hos = [r.handoff for r in records if r.handoff is not None and r.handoff.source_released_ms is not None]
+    times = sorted(h.transfer_ms for h in hos)
+    out: dict[str, Any] = {
+        "transfers": len(times), "bytes": sum(h.transfer_bytes for h in hos),
+        "mean_transfer_ms": math.fsum(times) / len(times) if times else 0.0,
+        "p99_transfer_ms": times[max(0, math.ceil(0.99 * len(times)) - 1)] if times else 0.0,
+    }
+    if control.links is not None:
+        duration = max((r.terminal_ms or 0.0 for r in records), default=0.0)
+        link = control.links.summary(duration)
+        out.update(topology=True, busiest_link=link["busiest_link"],
+                   busiest_link_utilization=link["busiest_link_utilization"])
+    return out
 
 
 def _lives(fleet: Fleet) -> list[WorkerLife]:
@@ -91,7 +110,8 @@ def _lives(fleet: Fleet) -> list[WorkerLife]:
 
 def _lifetime(life: WorkerLife) -> WorkerLifetime:
     """When the worker held its GPUs: from its placement until it stopped (None: to the end)."""
-    return WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus)
+    return WorkerLifetime(life.started_ms, life.stopped_ms, life.info.num_gpus,
+                          prefill=not ROLE_TRAITS[life.info.engine.worker_type].decodes)
 
 
 def _summary(world: World, result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:

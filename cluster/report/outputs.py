@@ -33,7 +33,9 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]
     Ordered by (arrival_time_ms, request_id); `itl_ms` is the request's TPOT; a worker id
     of -1 (never dispatched) becomes `decode_worker_idx: null`. A request that did not complete also has
     `reason` (a `FailureReason` value, null while incomplete), `reason_detail` and `cause`; a request
-    that migrated has `migrated_from` (the worker ids it left, in order).
+    that migrated has `migrated_from` (the worker ids it left, in order). A disaggregated request also has
+    the reference's prefill/transfer keys (`prefill_worker_idx` ... `source_released_ms`, worker ids as
+    clustersim numbers them) and `transfer_tokens`, `transfer_bytes`, `transfer_ms`.
     """
     rows: list[dict[str, object]] = []
     for r in sorted(records, key=lambda rec: (rec.arrival_ms, rec.request_id)):
@@ -67,6 +69,15 @@ def per_request_rows(records: Sequence[RequestRecord]) -> list[dict[str, object]
         if r.terminal_status is not TerminalStatus.COMPLETED:  # why, for every request that did not complete
             rows[-1].update(reason=None if r.reason is None else r.reason.value, reason_detail=r.reason_detail,
                             cause=r.cause)
+        ho = r.handoff
+        if ho is not None:  # disaggregated: the prefill side and the KV transfer (reference keys)
+            rows[-1].update(
+                prefill_worker_idx=ho.prefill_worker_id, prefill_admit_ms=_opt(ho.prefill.first_admit_ms),
+                source_held_ms=ho.source_held_ms, destination_reserved_ms=_opt(ho.destination_reserved_ms),
+                destination_activated_ms=_opt(r.engine.first_admit_ms), transfer_done_ms=_opt(ho.transfer_done_ms),
+                decode_admit_ms=_opt(r.engine.first_admit_ms), source_released_ms=_opt(ho.source_released_ms),
+                decode_reused_input_tokens=r.engine.reused_input_tokens, transfer_tokens=ho.transfer_tokens,
+                transfer_bytes=ho.transfer_bytes, transfer_ms=ho.transfer_ms)
         if r.migrated_from:  # the workers it left (request migration)
             rows[-1]["migrated_from"] = list(r.migrated_from)
     return rows

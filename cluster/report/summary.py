@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from actors.engine.records import GapLog, RequestRecord, TerminalStatus
+from actors.engine.records import EngineRecord, GapLog, RequestRecord, TerminalStatus
 
 SummaryValue = float | int | str | None
 Summary = dict[str, SummaryValue]
@@ -111,11 +111,19 @@ class WorkerLifetime:
     started_ms: float
     stopped_ms: float | None
     num_gpus: int
+    prefill: bool = False
+    """A prefill worker (disaggregated serving): charged to `prefill_worker_seconds`; every other
+    worker (decode or aggregated) to `decode_worker_seconds`, as the reference reports."""
 
     def span_ms(self, duration_ms: float) -> float:
         """The part of the lifetime inside [0, duration]."""
         stop = self.stopped_ms if self.stopped_ms is not None else duration_ms
         return max(0.0, min(stop, duration_ms) - min(self.started_ms, duration_ms))
+
+
+def _prompt_engine(r: RequestRecord) -> EngineRecord:
+    """The engine record of the rank that computed the prompt (the prefill rank's when disaggregated)."""
+    return r.handoff.prefill if r.handoff is not None else r.engine
 
 
 def build_summary(
@@ -150,7 +158,10 @@ def build_summary(
     if lifetimes is None:
         lifetimes = [WorkerLifetime(0.0, None, gpus_per_worker)] * num_workers
     spans = [(w.span_ms(duration_ms), w.num_gpus) for w in lifetimes]
-    decode_worker_seconds = math.fsum(ms for ms, _ in spans) / 1000.0
+    decode_worker_seconds = math.fsum(ms for (ms, _), w in zip(spans, lifetimes) if not w.prefill) / 1000.0
+    prefill_worker_seconds = math.fsum(ms for (ms, _), w in zip(spans, lifetimes) if w.prefill) / 1000.0
+    prefill_gpus = max((w.num_gpus for w in lifetimes if w.prefill), default=0)
+    decode_gpus = max((w.num_gpus for w in lifetimes if not w.prefill), default=gpus_per_worker)
     gpu_hours = math.fsum(ms * gpus for ms, gpus in spans) / 3_600_000.0
     processed = total_in + total_out
 
@@ -172,10 +183,10 @@ def build_summary(
         "input_throughput_tok_s": total_in / duration_s,
         "output_throughput_tok_s": total_out / duration_s,
         "total_throughput_tok_s": processed / duration_s,
-        "prefill_worker_seconds": 0.0,
+        "prefill_worker_seconds": prefill_worker_seconds,
         "decode_worker_seconds": decode_worker_seconds,
-        "prefill_gpus_per_worker": 0,
-        "decode_gpus_per_worker": int(gpus_per_worker),
+        "prefill_gpus_per_worker": int(prefill_gpus),
+        "decode_gpus_per_worker": int(decode_gpus if any(w.prefill for w in lifetimes) else gpus_per_worker),
         "gpu_hours": gpu_hours,
         "power_w": None,
         "power_coverage": None,  # the reference reports null when no power model is configured
@@ -183,7 +194,8 @@ def build_summary(
         "processed_tokens_per_s": per_wall_s(processed),
         "processed_output_tokens_per_s": per_wall_s(total_out),
         "prefix_cache_reused_ratio": _ratio(
-            sum(r.engine.reused_tokens_total for r in records), sum(r.engine.admitted_tokens_total for r in records)
+            sum(_prompt_engine(r).reused_tokens_total for r in records),
+            sum(_prompt_engine(r).admitted_tokens_total for r in records)
         ),
         "first_admission_prefix_cache_reused_ratio": _ratio(sum(r.reused_input_tokens for r in done), total_in),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from actors.engine.config import ROLE_TRAITS
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import RequestRecord
 from cluster.control.fleet import FaultPlan, Fleet, FleetAction
@@ -56,8 +57,12 @@ class SimulationSetup:
     """Straggler windows (slow_gpu faults) of the initial ranks."""
     slow_plans: tuple[SlowdownPlan, ...] = ()
     """The same windows, for workers placed during the run."""
+    decode_router: KvRouter | None = None
+    """Disaggregated serving: the decode stage's router (`kv_router` routes over the prefill pool)."""
     migration_limits: dict[str, int] = field(default_factory=dict)
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
+    topology: tuple[float, str] | None = None
+    """KV transfers over modelled links: (NIC GB/s, `per_gpu` | `per_node` rails); None: flat bandwidth."""
 
     def __post_init__(self) -> None:
         for g, spec in enumerate(self.ranks):
@@ -111,15 +116,21 @@ class SimulationSetup:
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
         # every prompt is known up front: hash their chains together, not one block at a time
         hasher.prewarm((t.hash_ids, t.input_length) for s in self.workload.sessions for t in s.turns)
+        decode_workers = frozenset(s.worker_id for s in self.ranks if not ROLE_TRAITS[s.engine.worker_type].prefills)
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery,
-                            fail=control.fail)
+                            fail=control.fail, decode_router=self.decode_router, decode_workers=decode_workers,
+                            send_decode=control.send_decode)
         fleet = Fleet(loop, plane, router, self.source, self.workers, self.faults, control.send_times,
                       self.slow_plans)
         # A restarted router asks for replays, whose replies may ask again: stream messages can trigger sends.
         lossy = self.plane.kv_lossy or bool(self.partitions) or any(a.kind == "restart_router" for a in self.actions)
         limits = self.migration_limits
         limit_of = (lambda w: limits.get(fleet.lives[w].info.deployment, 0)) if any(limits.values()) else None
+        if self.topology is not None:
+            from cluster.control.kv_links import KvLinks
+
+            control.links = KvLinks(loop, self.topology[0], self.topology[1], control.send_times)  # type: ignore[arg-type]
         control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
                      announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults),
                      migration_limit_of=limit_of)

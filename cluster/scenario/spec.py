@@ -138,15 +138,28 @@ class DeploymentSpec(_Strict):
         data["engine"] = engine
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _role_to_engine(cls, data: Any) -> Any:
+        """`role:` is the engine's `worker_type` (given once, or twice alike)."""
+        if not isinstance(data, dict) or data.get("role", "aggregated") == "aggregated":
+            return data
+        data = dict(data)
+        engine = data.get("engine")
+        engine = dict(engine) if isinstance(engine, dict) else (
+            engine.model_dump(exclude_unset=True) if isinstance(engine, EngineConfig) else {})
+        engine.setdefault("worker_type", data["role"])
+        data["engine"] = engine
+        return data
+
     @property
     def timing(self) -> TimingConfig:
         return self.engine.timing_model
 
     @model_validator(mode="after")
     def _supported(self) -> "DeploymentSpec":
-        if self.role != "aggregated":
-            raise ValueError(f"role {self.role!r}: disaggregated prefill/decode deployments are not built yet "
-                             "(only 'aggregated')")
+        if self.role != self.engine.worker_type:
+            raise ValueError(f"role {self.role!r} and engine.worker_type {self.engine.worker_type!r} disagree")
         if self.engine.dp_size != 1 and self.engine.dp_size != self.dp_size:
             raise ValueError("give dp_size on the deployment, not in engine")
         if self.engine.tensor_parallel_size != 1 and self.engine.tensor_parallel_size != self.tp_size:
@@ -235,6 +248,14 @@ class OutputsSpec(_Strict):
     per_request_jsonl: str | None = "requests.jsonl"
 
 
+class TopologySpec(_Strict):
+    """KV transfers over modelled links (`cluster.control.kv_links`); `topology: true` takes the defaults."""
+
+    enabled: bool = True
+    nic_gbps: float = Field(50.0, gt=0, description="GB/s per NIC port each way (400 Gb/s NDR InfiniBand: 50)")
+    nic_rails: Literal["per_gpu", "per_node"] = "per_gpu"
+
+
 class RuntimeSpec(_Strict):
     """Defaults for `clustersim run` (its flags override them)."""
 
@@ -257,6 +278,15 @@ class Scenario(_Strict):
     events: list[WorldEvent] = Field(default_factory=list, description="scheduled changes of the fleet")
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    topology: TopologySpec | None = Field(None, description=(
+        "disaggregated serving: time KV transfers over NVLink/NIC links shared fairly (true: defaults)"))
+
+    @field_validator("topology", mode="before")
+    @classmethod
+    def _topology_flag(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
@@ -272,6 +302,10 @@ class Scenario(_Strict):
                 if t.gpu is None and self.cluster is None:
                     raise ValueError(f"deployments.{k}: roofline timing on abstract GPUs needs "
                                      "engine.timing_model.gpu (a configs/gpus.toml key), or a cluster")
+        roles = {d.role for d in self.deployments}
+        if roles & {"prefill", "decode"} and roles != {"prefill", "decode"}:
+            raise ValueError(f"disaggregated serving needs prefill and decode deployments and no aggregated one, "
+                             f"got roles {sorted(roles)}")
         sizes = {d.engine.block_size_tokens for d in self.deployments}
         if len(sizes) > 1:
             raise ValueError(f"deployments behind one router need one engine block_size, got {sorted(sizes)}")
@@ -296,21 +330,33 @@ class Scenario(_Strict):
         return self
 
 
+def _deployment(name: str, engine: EngineConfig, replicas: int, migration_limit: int) -> dict[str, Any]:
+    return {"name": name, "role": engine.worker_type, "replicas": replicas, "dp_size": engine.dp_size,
+            "tp_size": engine.tensor_parallel_size, "engine": engine.model_dump(mode="json", exclude_unset=True),
+            **({"migration_limit": migration_limit} if migration_limit else {})}
+
+
 def replay_scenario(engine: EngineConfig, num_workers: int, *, router: dict[str, Any] | None = None,
                     workload: dict[str, Any] | None = None, seed: int = 42,
-                    outputs: dict[str, Any] | None = None, migration_limit: int = 0) -> Scenario:
+                    outputs: dict[str, Any] | None = None, migration_limit: int = 0,
+                    disagg: tuple[EngineConfig, int, EngineConfig, int] | None = None) -> Scenario:
     """A replay as a scenario: `num_workers` workers of `engine` on abstract GPUs behind one router
-    (round robin when `router` is None), on a zero-latency event plane.
+    (round robin when `router` is None), on a zero-latency event plane. `disagg` (prefill engine,
+    prefill workers, decode engine, decode workers): a prefill and a decode deployment instead.
 
     Raises:
         pydantic.ValidationError: a section does not validate.
     """
+    deployments = [{"name": "agg", "replicas": num_workers, "dp_size": engine.dp_size,
+                    "tp_size": engine.tensor_parallel_size,
+                    "engine": engine.model_dump(mode="json", exclude_unset=True),
+                    **({"migration_limit": migration_limit} if migration_limit else {})}]
+    if disagg is not None:  # (prefill engine, count, decode engine, count)
+        deployments = [_deployment("prefill", disagg[0], disagg[1], migration_limit),
+                       _deployment("decode", disagg[2], disagg[3], migration_limit)]
     raw: dict[str, Any] = {
         "name": "replay", "seed": seed,
-        "deployments": [{"name": "agg", "replicas": num_workers, "dp_size": engine.dp_size,
-                         "tp_size": engine.tensor_parallel_size,
-                         "engine": engine.model_dump(mode="json", exclude_unset=True),
-                         **({"migration_limit": migration_limit} if migration_limit else {})}],
+        "deployments": deployments,
         "router": router if router is not None else {"mode": "round_robin"},
         "workload": workload or {},
     }

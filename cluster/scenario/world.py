@@ -277,6 +277,12 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
     first = ranks[0].engine
     router_config = sc.router.router_config(first.max_num_batched_tokens)
     kv_router = KvRouter(router_config, block_size=first.block_size_tokens, seed=component_seed(sc.seed, "router"))
+    decode_router = None
+    if any(d.role == "decode" for d in sc.deployments):
+        from cluster.control.disagg import decode_router_config
+
+        decode_router = KvRouter(decode_router_config(router_config), block_size=first.block_size_tokens,
+                                 seed=component_seed(sc.seed, "decode_router"))
     faults = _faults(loaded, workers)
     kills = tuple(p.kill(tuple(g for w in workers if p.hits(w) for g in w.gidxs)) for p in faults.plans)
     setup = SimulationSetup(loaded_wl.workload, ranks, kv_router, seed=sc.seed, plane=sc.event_plane,
@@ -285,7 +291,10 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=tuple(faults.plans),
                             actions=_actions(loaded) + tuple(faults.actions), slowdowns=tuple(faults.slowdowns),
                             slow_plans=tuple(faults.slow_plans),
-                            migration_limits={d.name: d.migration_limit for d in sc.deployments})
+                            migration_limits={d.name: d.migration_limit for d in sc.deployments},
+                            decode_router=decode_router,
+                            topology=None if sc.topology is None or not sc.topology.enabled
+                            else (sc.topology.nic_gbps, sc.topology.nic_rails))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
 
 

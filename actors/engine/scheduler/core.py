@@ -27,6 +27,7 @@ from actors.engine.kv.cache import KvCache, PagedKvCache
 from actors.engine.protocol import Finished, FirstToken, RankCounters, RankOutput
 from actors.engine.records import EngineRecord, FailureReason, GapLog, TerminalStatus
 from actors.engine.request import EngineRequest, RankRequest
+from actors.engine.scheduler.handoff import HeldSources
 from actors.engine.scheduler.macro import DecodeRun, boundary_crossings, crossing_passes, plan_decode_run
 from actors.engine.scheduler.policy import policy_for
 from actors.engine.scheduler.state import RankState, Scheduled
@@ -64,6 +65,9 @@ class RankCore:
         self.state = RankState(config, self._fresh_kv())
         self.emits = emit_events and config.enable_prefix_caching and ROLE_TRAITS[config.worker_type].publishes_kv
         self.publish_ticks = publish_ticks and self.emits
+        self.hands_off = not ROLE_TRAITS[config.worker_type].decodes
+        """A prefill rank: a computed prompt is held as a transfer source, not decoded."""
+        self.held = HeldSources()
         self._events: list[KvEvent] = []
         self.next_event_id = 0
         self.busy_until: float | None = None
@@ -98,7 +102,7 @@ class RankCore:
     @property
     def is_idle(self) -> bool:
         st = self.state
-        return self.busy_until is None and not st.running and not st.waiting
+        return self.busy_until is None and not st.running and not st.waiting and not self.held
 
     # ---- arrivals -----------------------------------------------------------------------------
     def submit(self, request: RankRequest, now_ms: float) -> Finished | None:
@@ -207,6 +211,9 @@ class RankCore:
             for req in self._pass:
                 if req.computed != req.seq_len:
                     continue
+                if self.hands_off:
+                    out.handoffs.append(self.held.hold(self.state, req, now))
+                    continue
                 self._emit_token(req, now)
                 if req.generated == 1:
                     out.first_tokens.append(FirstToken(req.request_id, now))
@@ -216,7 +223,7 @@ class RankCore:
         for req in done:
             out.finished.append(self._complete(req, now))
         st = self.state
-        out.load_changed = bool(out.first_tokens or done) or (
+        out.load_changed = bool(out.first_tokens or done or out.handoffs) or (
             self._counters_at_begin != (st.num_admissions, st.preemptions_total))
         out.kv_events = self.take_kv_events()
         return out
@@ -332,6 +339,7 @@ class RankCore:
         self._pass = []
         self._pass_events = []
         self.busy_until = None
+        self.held.drop_all()
         st.kv = self._fresh_kv()
         return out
 
@@ -352,6 +360,14 @@ class RankCore:
     def counters(self) -> RankCounters:
         st = self.state
         return RankCounters(st.num_passes, st.preemptions_total, st.committed_prefill_tokens, st.num_admissions)
+
+    def release_source(self, request_id: int, now_ms: float) -> None:
+        if self.held.release(self.state.kv, request_id):
+            self._stamp(self.state.kv.take_pending(), now_ms)
+
+    def cached_prompt_tokens(self, request: RankRequest) -> int:
+        req = EngineRequest(request, self._hasher_pool.get(self.block_size, request.trace_block_size))
+        return self.state.kv.prefix_hit(req, (req.seq_len - 1) // self.block_size)[0] * self.block_size
 
     def check_invariants(self) -> None:
         """The KV cache's invariants; no request is both running and waiting; a decode run is in

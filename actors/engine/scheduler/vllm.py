@@ -103,6 +103,8 @@ class VllmPolicy:
         if total_blocks - active_prefix > capacity - st.kv.num_active:
             return "wait", 0, 0
         cached = cached_blocks * bs
+        if req.transferred:  # the prompt's KV is here: one decode token, nothing to prefill
+            return "admit", cached, 1
         remainder = seq - cached
         n = remainder if remainder <= budget else budget
         if n < remainder and not st.chunked:
@@ -120,14 +122,16 @@ class VllmPolicy:
                 break
             req = st.waiting[0]
             kv.touch_prefix(req, cached // bs)
-            req.computed = cached
-            if not kv.allocate(req, cached + n):
+            start = req.seq_len - 1 if req.transferred else cached
+            req.computed = start
+            if not kv.allocate(req, start + n):
                 kv.free(req)
                 req.computed = 0
                 break
             st.admit(req, cached, now)
-            scheduled.append((req, n, cached))
+            scheduled.append((req, n, start))
             req.computed += n
+            req.in_decode = req.in_decode or req.transferred
             budget -= n
 
 

@@ -1,0 +1,91 @@
+"""Disaggregated serving through the front doors: scenario files, replay flags, the Python API, Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.replay import run_synthetic_trace_replay
+from tests.scenario_helpers import run_cli, run_report, scenario, write
+
+P1024, D1024 = 32.490712, 5.792699
+
+PREFILL = {"engine": {"worker_type": "prefill", "kv_transfer_bandwidth": 64.0, "kv_transfer_bytes_per_token": 131072}}
+
+
+def _disagg_scenario(prefill: int = 2, decode: int = 2, **engine: Any) -> dict[str, Any]:
+    base = scenario()["deployments"][0]
+    eng = {**base["engine"], "kv_transfer_bandwidth": 64.0, "kv_bytes_per_token": 114688, **engine}
+    deps = [{**base, "name": "pre", "role": "prefill", "replicas": prefill, "placement": "binpack", "engine": eng},
+            {**base, "name": "dec", "role": "decode", "replicas": decode, "placement": "binpack",
+             "engine": {k: v for k, v in eng.items() if not k.startswith("kv_")}}]
+    return scenario(deployments=deps)
+
+
+def test_lone_request_through_the_python_api() -> None:
+    """facts §g: TTFT = P(1024) + transfer + D(1024); every key the reference reports for it."""
+    r = run_synthetic_trace_replay(1024, 4, 1, arrival_interval_ms=1000.0, prefill_engine_args=PREFILL,
+                                   decode_engine_args={"engine": {"worker_type": "decode"}}, capture_per_request=True)
+    s = r.summary
+    assert s["mean_ttft_ms"] == pytest.approx(P1024 + 2.097152 + D1024, abs=1e-4)
+    assert s["committed_prefill_tokens"] == 1024
+    assert s["prefill_worker_seconds"] == pytest.approx(s["duration_ms"] / 1000.0)
+    assert s["decode_worker_seconds"] == pytest.approx(s["duration_ms"] / 1000.0)
+    assert s["gpu_hours"] == pytest.approx(2 * s["duration_ms"] / 3.6e6)
+    assert r.per_request is not None
+    row = r.per_request[0]
+    assert row["prefill_admit_ms"] == 0.0 and row["source_held_ms"] == pytest.approx(P1024, abs=1e-6)
+    assert row["destination_reserved_ms"] == row["source_held_ms"]
+    assert row["destination_activated_ms"] == pytest.approx(P1024 + 2.097152, abs=1e-6)
+    assert row["transfer_bytes"] == 1024 * 131072 and row["transfer_tokens"] == 1024
+    assert row["admission_count"] == 2
+
+
+def test_replay_flags_run_disaggregated_and_refuse_mixing(tmp_path: Path) -> None:
+    from cluster.commands.replay import main
+
+    out = tmp_path / "r.json"
+    code = main(["--input-tokens", "1024", "--output-tokens", "4", "--request-count", "1", "--arrival-interval-ms",
+                 "1000", "--prefill-engine-args", json.dumps(PREFILL), "--decode-engine-args", "{}",
+                 "--num-prefill-workers", "1", "--num-decode-workers", "1", "--no-progress", "--report-json", str(out)])
+    assert code == 0
+    assert json.loads(out.read_text())["summary"]["mean_ttft_ms"] == pytest.approx(P1024 + 2.097152 + D1024, abs=1e-4)
+    assert main(["--num-workers", "2", "--num-prefill-workers", "1", "--no-progress"]) == 2
+    assert main(["--prefill-engine-args", '{"worker_type": "decode"}', "--no-progress"]) == 2
+
+
+def test_scenario_roles_serve_every_request_on_both_pools(tmp_path: Path) -> None:
+    report = run_report(tmp_path, _disagg_scenario())
+    records = report["_records"]
+    assert report["summary"]["completed_requests"] == len(records) == 120
+    assert report["summary"]["prefill_worker_seconds"] > 0 and report["summary"]["decode_worker_seconds"] > 0
+    prefill_ids = {r.handoff.prefill_worker_id for r in records}
+    decode_ids = {r.worker_id for r in records}
+    assert prefill_ids <= {0, 1} and decode_ids <= {2, 3} and len(decode_ids) == 2
+    for r in records:
+        ho = r.handoff
+        assert ho.source_held_ms <= ho.destination_reserved_ms <= ho.transfer_done_ms <= r.engine.first_admit_ms
+        assert ho.transfer_ms == pytest.approx(r.input_length * 114688 / 64e9 * 1000)
+        assert r.first_token_ms > ho.transfer_done_ms
+
+
+def test_a_scenario_must_have_both_pools(tmp_path: Path) -> None:
+    from cluster.scenario.load import load_scenario
+    from cluster.scenario.spec import ScenarioError
+
+    sc = _disagg_scenario()
+    sc["deployments"] = sc["deployments"][:1]
+    with pytest.raises(ScenarioError, match="needs prefill and decode deployments"):
+        load_scenario(write(tmp_path, sc))
+
+
+@pytest.mark.slow
+def test_local_and_ray_are_byte_identical_with_pools_in_different_shards(ray_head: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """Prefill workers binpacked on node n-0, decode workers on n-1: with 2 shards the handoff crosses shards."""
+    path = write(tmp_path, _disagg_scenario())
+    local = run_cli(path, tmp_path / "local", None)
+    assert run_cli(path, tmp_path / "ray", ray_head, "--runtime", "ray", "--shards", "2") == local
