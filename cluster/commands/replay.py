@@ -162,9 +162,32 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
         router = {**json.loads(args.router_config or "{}"), "mode": "kv"}
     try:
         return replay_scenario(engine, args.num_workers, router=router, workload=_workload_fields(args, engine),
-                               seed=args.seed, outputs={"dir": "out/replay"}, migration_limit=args.migration_limit)
+                               seed=args.seed, outputs={"dir": "out/replay"}, migration_limit=args.migration_limit,
+                               planner=_planner_config(getattr(args, "planner_config", None)))
     except ValidationError as exc:
         raise ReplayError(describe_validation_error(exc, "replay")) from None
+
+
+def _planner_config(text: str | None) -> dict[str, Any] | None:
+    """`--planner-config`: JSON text, or the path of a JSON file (one line when neither)."""
+    import json
+    from pathlib import Path
+
+    if text is None:
+        return None
+    source = text
+    if not text.lstrip().startswith("{"):
+        try:
+            source = Path(text).read_text()
+        except OSError as exc:
+            raise ReplayError(f"--planner-config: cannot read {text}: {exc.strerror}") from None
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ReplayError(f"--planner-config: not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(value, dict):
+        raise ReplayError("--planner-config: a JSON object is needed")
+    return value
 
 
 def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None

@@ -17,7 +17,9 @@ in the reference:
   which clustersim's `--sla-tpot-ms` is;
 - `--model-name`: selects a profile of `--router-policy-config`; without one it has no effect (as in
   the reference);
-- `--report-jsonl`: the reference's name of `--per-request-jsonl`.
+- `--report-jsonl`: the reference's name of `--per-request-jsonl`;
+- `--planner-config`: the planner in the loop (`planner.config`: sla, scripted or python), JSON
+  text or a file; it scales the replay's one deployment through the fleet's control API.
 
 Flags whose feature is not built (`NOT_BUILT_FLAGS`) are parsed and refused with `not built yet`.
 """
@@ -37,8 +39,7 @@ NOT_BUILT_FLAGS: dict[str, str] = {
     "decode_engine_args": DISAGG,
     "num_prefill_workers": DISAGG,
     "num_decode_workers": DISAGG,
-    "planner_config": "planner-in-the-loop replay",
-    "benchmark_granularity": "planner-in-the-loop replay",
+    "benchmark_granularity": "planner benchmark sampling",
     "router_policy_config": "router policy families and cache-bucket queues",
 }
 """Destination of a reference flag -> the feature it needs, not built yet."""
@@ -67,9 +68,12 @@ def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sla-itl-ms", type=float,
                         help="goodput bound on a request's mean inter-token latency (e2e - ttft)/(osl - 1)")
     parser.add_argument("--model-name", help="profile to select from --router-policy-config")
+    parser.add_argument("--planner-config",
+                        help="the planner, JSON text or a file: the reference PlannerConfig (type sla), "
+                             '{"type": "scripted", "tick_s": 5, "steps": [{"at_s": 10, "workers": 3}]} or '
+                             '{"type": "python", "class": "module:Class"}')
     n = parser.add_argument_group("accepted but not built yet (refused with a message)")
     n.add_argument("--router-policy-config")
-    n.add_argument("--planner-config")
     n.add_argument("--benchmark-granularity", type=int)
     n.add_argument("--prefill-engine-args")
     n.add_argument("--decode-engine-args")

@@ -9,12 +9,13 @@ same `RunResult`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from actors.engine.hashing import PromptHasher
 from actors.engine.records import RequestRecord
 from cluster.control.fleet import FaultPlan, Fleet, FleetAction, WorkerInfo, WorkerSource
 from cluster.control.host import ControlHost
+from cluster.control.planner_host import PlannerHost
 from cluster.control.router_host import RouterHost
 from cluster.nodes.hosted import HostOptions
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
@@ -55,6 +56,12 @@ class SimulationSetup:
     """Straggler windows (slow_gpu faults)."""
     migration_limits: dict[str, int] = field(default_factory=dict)
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
+    planner: Any = None
+    """The planner config (`planner.config`), None: no planner."""
+    planner_context: Any = None
+    """What the planner knows of the deployments (`planner.sla.PlannerContext`)."""
+    deployments: tuple[str, ...] = ()
+    """The scenario's deployment names, in order (the planner's pools)."""
 
     def __post_init__(self) -> None:
         for g, spec in enumerate(self.ranks):
@@ -75,7 +82,14 @@ class SimulationSetup:
     @property
     def uses_metrics(self) -> bool:
         """Whether ranks publish load metrics (the router blends them, or heartbeats are on)."""
-        return self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+        return (self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+                or self.planner_reads_load)
+
+    @property
+    def planner_reads_load(self) -> bool:
+        """A planner that reads the ranks' load metrics (load scaling, or a user's class)."""
+        p = self.planner
+        return p is not None and (p.type == "python" or (p.type == "sla" and p.enable_load_scaling))
 
     @property
     def heartbeat_ms(self) -> float | None:
@@ -105,6 +119,13 @@ class SimulationSetup:
     def build_control(self, loop: EventLoop, plane: PlaneEndpoint,
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
         control = ControlHost(loop, plane)
+        planner: list[PlannerHost] = []
+        done = on_done
+        if self.planner is not None:
+            def done(rec: RequestRecord) -> None:  # the planner counts what the frontend saw end
+                planner[0].on_done(rec)
+                if on_done is not None:
+                    on_done(rec)
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
         router = RouterHost([(s.worker_id, s.dp_rank) for s in self.ranks], self.kv_router, plane,
                             control.send_request, control.reject, hasher, recovery=self.plane.recovery,
@@ -114,9 +135,14 @@ class SimulationSetup:
         lossy = self.plane.kv_lossy or bool(self.partitions) or any(a.kind == "restart_router" for a in self.actions)
         limits = self.migration_limits
         limit_of = (lambda w: limits.get(fleet.lives[w].info.deployment, 0)) if any(limits.values()) else None
-        control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
+        control.wire(self.workload, router, fleet, self.concurrency, on_done=done, stream_lossy=lossy,
                      announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults),
                      migration_limit_of=limit_of)
         for action in self.actions:
             action.apply(fleet)
+        if self.planner is not None:
+            planner.append(PlannerHost(loop, fleet, self.planner, self.planner_context, list(self.deployments),
+                                       control.send_times))
+            control.planner = planner[0]
+            planner[0].start()
         return control

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from actors.engine.records import FailureReason
 from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
+from cluster.control.planner_host import planner_context
 from cluster.plane.links import Partition
 from cluster.plane.ranks import RankSlowdown, RankSpec
 from cluster.runtime.setup import SimulationSetup
@@ -275,14 +276,36 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
     router_config = sc.router.router_config(first.max_num_batched_tokens)
     kv_router = KvRouter(router_config, block_size=first.block_size_tokens, seed=component_seed(sc.seed, "router"))
     faults = _faults(loaded, workers)
+    names = [d.name for d in sc.deployments]
+    _check_planner(loaded, names)
     kills = tuple(p.kill(tuple(g for w in workers if p.hits(w) for g in w.gidxs)) for p in faults.plans)
     setup = SimulationSetup(loaded_wl.workload, ranks, kv_router, seed=sc.seed, plane=sc.event_plane,
                             concurrency=sc.workload.concurrency, macro_step=macro_step,
                             collect_kv_events=collect_kv_events, kills=kills, partitions=tuple(faults.partitions),
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=tuple(faults.plans),
                             actions=_actions(loaded) + tuple(faults.actions), slowdowns=tuple(faults.slowdowns),
-                            migration_limits={d.name: d.migration_limit for d in sc.deployments})
+                            migration_limits={d.name: d.migration_limit for d in sc.deployments},
+                            planner=sc.planner, planner_context=planner_context(sc.planner, workers, names),
+                            deployments=tuple(names))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
+
+
+def _check_planner(loaded: LoadedScenario, names: list[str]) -> None:
+    """The planner's deployments exist (one line before the run)."""
+    p = loaded.scenario.planner
+    if p is None:
+        return
+    for key in ("deployment", "decode_deployment", "prefill_deployment"):
+        name = getattr(p, key, None)
+        if name is not None and name not in names:
+            raise loaded.error(f"planner.{key}", f"no deployment {name!r} (have: {', '.join(names)})")
+    if p.type == "python":
+        from planner.policy import PythonPlanner
+
+        try:
+            PythonPlanner(p)
+        except ValueError as exc:
+            raise loaded.error("planner.class", str(exc)) from None
 
 
 def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[RankSpec]) -> None:
