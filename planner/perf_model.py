@@ -8,9 +8,9 @@ answers the 1.6.1 throughput path's questions (facts j):
 - decode: the largest batch b <= min(max_kv_tokens / context, max_num_seqs) whose pass time at
   b requests of context `isl + osl/2` is <= the ITL target (binary search); engine_rps =
   b / (osl * itl).
-- agg: one search with both SLAs: at batch b a pass carries the decode of b requests plus the
-  prefill work arriving meanwhile (rate * isl tokens per second), solved by fixed point; the
-  estimated TTFT is a lone prompt's prefill plus one pass.
+- agg: one search with both SLAs: at steady concurrency b the mean pass (the ITL) is the decode
+  pass of b requests plus the prefills spread over the decode steps, D(b) + b * P(isl) / osl;
+  the estimated TTFT is a lone prompt's prefill plus one pass.
 `ProfileTables` reads a profile folder (`selected_prefill_interpolation/raw_data.npz`,
 `selected_decode_interpolation/raw_data.npz`, the reference profiler's layout) for the classic
 formulas: prefill TTFT / throughput per GPU over ISL; decode best throughput per GPU with ITL
@@ -89,16 +89,10 @@ class EnginePerf:
         return Capacity(rps, 0.0, itl, lo)
 
     def _agg_pass_ms(self, batch: int, isl: float, osl: float) -> tuple[float, float]:
-        """(pass ms, rps) at steady concurrency `batch`: rps = batch / (osl * pass)."""
-        context = isl + osl / 2.0
-        t = self.decode_ms(batch, context)
-        for _ in range(50):
-            rps = batch / (max(1.0, osl) * t / 1000.0) if t > 0 else 0.0
-            tokens = int(rps * isl * t / 1000.0)  # prompt tokens arriving during one pass
-            nt = self.decode_ms(batch, context) + (self.prefill_pass_ms(tokens) if tokens > 0 else 0.0)
-            if abs(nt - t) < 1e-9:
-                break
-            t = nt
+        """(mean pass ms, rps) at steady concurrency `batch`. Each second the engine spends
+        rps * P(isl) on prefills and the rest on decode passes, and rps = batch / (osl * t), so
+        the mean pass t = D(batch) + batch * P(isl) / osl."""
+        t = self.decode_ms(batch, isl + osl / 2.0) + batch * self.prefill_ms(int(round(isl))) / max(1.0, osl)
         rps = batch / (max(1.0, osl) * t / 1000.0) if t > 0 else 0.0
         return t, rps
 

@@ -62,7 +62,7 @@ class SlaPlanner:
         w[0] += t.duration_s
         w[1] = int(w[1]) + t.num_req
         w[2] += t.avg_isl * t.num_req
-        w[3] += t.avg_osl * t.num_req
+        w[3] += t.avg_osl * t.num_req  # completions' mean OSL, weighted by the window's arrivals
         cfg = self.config
         tol = 1e-6
         target_d: int | None = None
@@ -99,8 +99,8 @@ class SlaPlanner:
         cfg = self.config
         duration, n, isl_sum, osl_sum = self._window
         self._window = [0.0, 0, 0.0, 0.0]
-        isl = isl_sum / n if n else math.nan
-        osl = osl_sum / n if n else math.nan
+        isl = isl_sum / n if n else 0.0  # an empty window: the predictors count it as 0 (as NaN)
+        osl = osl_sum / n if n else 0.0
         # The window may be longer than the interval (first tick); scale the count to one interval.
         interval = float(cfg.throughput_adjustment_interval_seconds)
         num_req = float(n) * interval / duration if duration > 0 else 0.0

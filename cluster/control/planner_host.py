@@ -3,8 +3,8 @@
 `PlannerHost` drives a planner (`planner.policy.PLANNERS`: sla, scripted, python) with the
 reference scaling hook's protocol: `initial_tick_ms()`, then at each tick `on_tick(snapshot)` ->
 absolute targets and the next tick. What it observes arrives like any control component's input:
-- traffic: the requests that completed since the last tick (the frontend's records, which
-  reached it over the event plane's response stream): count, mean ISL/OSL, TTFT, ITL;
+- traffic: the requests that arrived at the frontend since the last tick (count, mean ISL) and
+  those that completed (their responses came over the event plane): mean OSL, TTFT, ITL;
 - load: each rank's latest `LoadMetricsMsg` as delivered on the METRICS topic (late or lost
   when the plane is lossy or partitioned: the planner sees what arrived);
 - pools: the fleet's workers per deployment (ready, starting, draining).
@@ -57,7 +57,7 @@ class DecisionRecord:
 
 class PlannerHost:
     def __init__(self, loop: EventLoop, fleet: Fleet, config: Any, context: Any, deployments: list[str],
-                 send_times: list[float]) -> None:
+                 send_times: list[float], arrivals: list[RequestRecord] | None = None) -> None:
         self.loop = loop
         self.fleet = fleet
         self.config = config
@@ -67,6 +67,9 @@ class PlannerHost:
         self.prefill_deployment = prefill if prefill in deployments else None
         self._send_times = send_times
         self._window: list[tuple[int, int, float, float]] = []
+        self._arrivals = arrivals if arrivals is not None else []
+        """The frontend's records, in arrival order: those after `_seen` arrived in this window."""
+        self._seen = 0
         self._window_start_ms = 0.0
         self._loads: dict[tuple[int, int], EngineLoad] = {}
         self._tick = 0
@@ -113,15 +116,20 @@ class PlannerHost:
         return PoolState(counts["ready"], counts["starting"], counts["draining"], tuple(ready))
 
     def _traffic(self, now: float) -> Traffic:
+        """Requests that arrived in the window (count, mean ISL), and the OSL, TTFT and ITL of
+        those that completed in it (the frontend's request and latency metrics)."""
         w = self._window
         n = len(w)
         self._window = []
+        arrived = self._arrivals[self._seen:]
+        self._seen = len(self._arrivals)
         duration = (now - self._window_start_ms) / 1000.0
         self._window_start_ms = now
+        a = len(arrived)
+        isl = sum(r.input_length for r in arrived) / a if a else 0.0
         if not n:
-            return Traffic(duration, 0, 0.0, 0.0, 0.0, 0.0)
-        return Traffic(duration, n, sum(x[0] for x in w) / n, sum(x[1] for x in w) / n,
-                       sum(x[2] for x in w) / n, sum(x[3] for x in w) / n)
+            return Traffic(duration, a, isl, 0.0, 0.0, 0.0)
+        return Traffic(duration, a, isl, sum(x[1] for x in w) / n, sum(x[2] for x in w) / n, sum(x[3] for x in w) / n)
 
     # ------------------------------------------------------------------ ticks
 

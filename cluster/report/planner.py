@@ -74,7 +74,7 @@ def planner_section(planner: PlannerHost, fleet: Fleet, records: list[RequestRec
     ttft = getattr(cfg, "ttft_ms", None) if cfg.type == "sla" else sla_ttft_ms
     itl = getattr(cfg, "itl_ms", None) if cfg.type == "sla" else sla_tpot_ms
     outcomes = _outcomes(fleet)
-    decisions = [{"tick": d.tick, "at_ms": d.at_ms, "reason": d.reason, "observed": d.observed,
+    decisions: list[dict[str, Any]] = [{"tick": d.tick, "at_ms": d.at_ms, "reason": d.reason, "observed": d.observed,
                   "predicted": d.predicted, "current": d.current, "targets": d.targets, "applied": d.applied,
                   "outcomes": outcomes.get(d.cause, [])} for d in planner.decisions]
     hours: dict[str, list[float]] = {}

@@ -142,7 +142,7 @@ class SimulationSetup:
             action.apply(fleet)
         if self.planner is not None:
             planner.append(PlannerHost(loop, fleet, self.planner, self.planner_context, list(self.deployments),
-                                       control.send_times))
+                                       control.send_times, control.frontend.records))
             control.planner = planner[0]
             planner[0].start()
         return control
