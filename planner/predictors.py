@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from planner.config import SlaPlannerConfig
@@ -164,7 +163,6 @@ class ProphetPredictor(Predictor):
         self._log1p = config.load_predictor_log1p
         self._window = config.prophet_window_size
         self._step_s = interval_s if interval_s is not None else float(config.throughput_adjustment_interval_seconds)
-        self._start = datetime(2024, 1, 1)
         self._rows: list[dict[str, Any]] = []
         self._step = 0
 
@@ -174,7 +172,7 @@ class ProphetPredictor(Predictor):
             return
         self.data.append(v)
         y = math.log1p(max(0.0, v)) if self._log1p else v
-        self._rows.append({"ds": self._start + timedelta(seconds=self._step * self._step_s), "y": y})
+        self._rows.append({"ds": self._step * self._step_s, "y": y})  # seconds after 2024-01-01 (the reference's base)
         self._step += 1
         self._rows = self._rows[-self._window:]
 
@@ -184,9 +182,12 @@ class ProphetPredictor(Predictor):
         import pandas as pd
         from prophet import Prophet
 
+        start = pd.Timestamp(2024, 1, 1)
+        df = pd.DataFrame({"ds": [start + pd.Timedelta(seconds=r["ds"]) for r in self._rows],
+                           "y": [r["y"] for r in self._rows]})
         model = Prophet()
-        model.fit(pd.DataFrame(self._rows))
-        future = pd.DataFrame({"ds": [self._start + timedelta(seconds=self._step * self._step_s)]})
+        model.fit(df)
+        future = pd.DataFrame({"ds": [start + pd.Timedelta(seconds=self._step * self._step_s)]})
         yhat = float(model.predict(future)["yhat"].iloc[0])
         return max(0.0, math.expm1(yhat) if self._log1p else yhat)
 
