@@ -115,3 +115,22 @@ def test_sla_planner_scales_up_under_load_and_down_to_min_endpoint_when_traffic_
         t == 1 for at, t in targets if 60000 <= at <= 100000), targets
     assert p["sla"]["ttft_ms"] == 200 and 0.0 <= p["sla"]["attainment"] <= 1.0
     assert p["decisions"][0]["predicted"]["engine_rps"] > 0
+
+
+@pytest.mark.slow
+def test_planner_scenario_is_byte_identical_on_local_and_ray(ray_head: dict[str, str], tmp_path: Path) -> None:
+    from tests.scenario_helpers import run_cli, write
+
+    wl = scenario()["workload"]
+    wl["synthetic"].update(request_count=400, request_rate=60)
+    sc = scenario(workload=wl, planner={
+        "mode": "agg", "throughput_adjustment_interval_seconds": 2, "load_adjustment_interval_seconds": 1,
+        "enable_load_scaling": True, "load_predictor": "kalman", "ttft_ms": 300, "itl_ms": 30, "max_gpu_budget": 12})
+    sc["deployments"][0]["replicas"] = 2
+    sc["deployments"][0]["engine"]["startup_time"] = 0.5
+    path = write(tmp_path, sc)
+    local = run_cli(path, tmp_path / "local", None)
+    report = json.loads(local[0])
+    assert any(d["applied"] for d in report["planner"]["decisions"]), "the planner changed the fleet"
+    assert report["event_plane"]["links"]["metrics"]["delivered"] > 0
+    assert run_cli(path, tmp_path / "ray2", ray_head, "--runtime", "ray", "--shards", "2") == local
