@@ -184,10 +184,10 @@ def _planner(value: Any) -> Any:
     if value is None or (isinstance(value, dict) and value == {"enabled": False}):
         return None
     if isinstance(value, dict):
-        data = {k: v for k, v in value.items() if k != "enabled"}
-        if value.get("enabled") is False:
-            raise ValueError("enabled: false with planner settings; drop enabled to use them")
-        return parse_planner_config(data)
+        if "enabled" in value:
+            raise ValueError("planner: give its settings (type: sla | scripted | python, planner.config) "
+                             "instead of enabled")
+        return parse_planner_config(value)
     return value
 
 
