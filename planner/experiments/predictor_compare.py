@@ -50,7 +50,7 @@ def forecast(name: str, series: np.ndarray, interval_s: int) -> np.ndarray:
     from planner.config import SlaPlannerConfig
     from planner.predictors import PREDICTORS
 
-    p = PREDICTORS[name](SlaPlannerConfig(load_predictor=name,  # type: ignore[arg-type]
+    p = PREDICTORS[name](SlaPlannerConfig(load_predictor=name,
                                           throughput_adjustment_interval_seconds=interval_s))
     out = [0.0]
     for v in series[:-1]:
