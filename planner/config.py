@@ -35,7 +35,8 @@ class SlaPlannerConfig(_Strict):
     prefill_engine_num_gpu: StrictInt = Field(1, ge=1)
     decode_engine_num_gpu: StrictInt = Field(1, ge=1)
     profile_results_dir: str | None = None
-    """A `clustersim profile` (or reference profiler) folder; none: the deployment's own timing model."""
+    """A `clustersim profile` (or reference profiler) folder: the throughput loop uses the classic
+    formulas over it; none: the 1.6.1 capacity search over the deployment's own timing model."""
     ttft_ms: float = Field(500.0, gt=0)
     itl_ms: float = Field(50.0, gt=0)
     isl: int = 3000

@@ -22,10 +22,20 @@ from dataclasses import dataclass
 
 from planner.config import SlaPlannerConfig
 from planner.load import EASY_THRESHOLDS, consolidation, easy_decode, scale_decision
-from planner.perf_model import EnginePerf
+from planner.perf_model import EnginePerf, ProfileTables
 from planner.policy import Decision, EngineLoad, Snapshot
 from planner.predictors import PREDICTORS, Predictor
-from planner.throughput import cap_replicas, clamp_pair, clamp_single, replicas_for
+from planner.throughput import (
+    cap_replicas,
+    clamp_pair,
+    clamp_single,
+    classic_decode_replicas,
+    classic_itl_target,
+    classic_prefill_replicas,
+    decode_correction,
+    prefill_correction,
+    replicas_for,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,8 @@ class PlannerContext:
 
     decode_perf: EnginePerf | None
     prefill_perf: EnginePerf | None = None
+    profile: ProfileTables | None = None
+    """`profile_results_dir` read: the throughput loop then uses the classic formulas over it."""
 
 
 class SlaPlanner:
@@ -46,6 +58,7 @@ class SlaPlanner:
         self._next_thr_ms = config.throughput_adjustment_interval_seconds * 1000.0
         self._next_load_ms = config.load_adjustment_interval_seconds * 1000.0
         self._window = [0.0, 0, 0.0, 0.0]  # duration_s, requests, isl sum, osl sum since the last throughput tick
+        self._latency = (0.0, 0.0)  # the last window's observed mean TTFT and ITL (ms)
         self.lower_d: int | None = None
         self.lower_p: int | None = None
 
@@ -63,6 +76,8 @@ class SlaPlanner:
         w[1] = int(w[1]) + t.num_req
         w[2] += t.avg_isl * t.num_req
         w[3] += t.avg_osl * t.num_req  # completions' mean OSL, weighted by the window's arrivals
+        if t.avg_ttft_ms > 0:
+            self._latency = (t.avg_ttft_ms, t.avg_itl_ms)
         cfg = self.config
         tol = 1e-6
         target_d: int | None = None
@@ -113,6 +128,8 @@ class SlaPlanner:
         p_osl = pred["osl"] if pred["osl"] > 0 else float(cfg.osl)
         predicted = {"num_req": pred["num_req"], "isl": p_isl, "osl": p_osl, "demand_rps": demand}
         ctx = self.context
+        if ctx.profile is not None:
+            return (*self._classic(snap, ctx.profile, pred["num_req"], p_isl, p_osl, predicted), observed, predicted)
         d_perf = ctx.decode_perf
         if d_perf is None:
             return None, None, observed, predicted
@@ -139,6 +156,34 @@ class SlaPlanner:
         p, d = clamp_pair(p, d, cfg.prefill_engine_num_gpu, cfg.decode_engine_num_gpu, cfg.min_gpu_budget,
                           cfg.max_gpu_budget, cfg.min_endpoint_of("prefill"), cfg.min_endpoint_of("decode"))
         return p, d, observed, predicted
+
+    def _classic(self, snap: Snapshot, t: ProfileTables, num_req: float, isl: float, osl: float,
+                 predicted: dict[str, float]) -> tuple[int | None, int | None]:
+        """The classic formulas over a profile: corrections from the observed TTFT / ITL, then
+        prefill and decode replicas (agg: the larger of the two, on one pool)."""
+        cfg = self.config
+        interval = float(cfg.throughput_adjustment_interval_seconds)
+        ttft, itl = self._latency
+        p_corr = prefill_correction(ttft, t.interp_ttft(isl)) if ttft > 0 else 1.0
+        n_d = max(1, snap.decode.current)
+        concurrency = num_req / n_d * (ttft + osl * itl) / 1000.0 / interval if itl > 0 else 0.0
+        d_corr = decode_correction(itl, t.interp_itl(concurrency, isl + osl / 2)) if itl > 0 else 1.0
+        thpt_d = t.best_decode_thpt_per_gpu(classic_itl_target(cfg.itl_ms, d_corr), isl + osl / 2)
+        p = classic_prefill_replicas(num_req, isl, interval, p_corr, t.interp_prefill_thpt_per_gpu(isl),
+                                     cfg.prefill_engine_num_gpu, cfg.min_endpoint_of("prefill"))
+        d = classic_decode_replicas(num_req, osl, interval, thpt_d, cfg.decode_engine_num_gpu,
+                                    cfg.min_endpoint_of("decode"))
+        predicted.update(p_corr=p_corr, d_corr=d_corr, prefill_replicas=p, decode_replicas=d)
+        lim = cfg.max_throughput_scaling_replicas
+        if not self.disagg:
+            want = cap_replicas(max(p, d), snap.decode.current, lim)
+            return None, clamp_single(max(want, cfg.min_endpoint_of("decode")), cfg.decode_engine_num_gpu,
+                                      cfg.min_gpu_budget, cfg.max_gpu_budget, cfg.min_endpoint_of("decode"))
+        cur_p = snap.prefill.current if snap.prefill is not None else 0
+        p = max(cap_replicas(p, cur_p, lim), cfg.min_endpoint_of("prefill"))
+        d = max(cap_replicas(d, snap.decode.current, lim), cfg.min_endpoint_of("decode"))
+        return clamp_pair(p, d, cfg.prefill_engine_num_gpu, cfg.decode_engine_num_gpu, cfg.min_gpu_budget,
+                          cfg.max_gpu_budget, cfg.min_endpoint_of("prefill"), cfg.min_endpoint_of("decode"))
 
     # ------------------------------------------------------------------ load loop
 

@@ -134,3 +134,24 @@ def test_planner_scenario_is_byte_identical_on_local_and_ray(ray_head: dict[str,
     assert any(d["applied"] for d in report["planner"]["decisions"]), "the planner changed the fleet"
     assert report["event_plane"]["links"]["metrics"]["delivered"] > 0
     assert run_cli(path, tmp_path / "ray2", ray_head, "--runtime", "ray", "--shards", "2") == local
+
+
+def test_sla_planner_with_a_profile_uses_the_classic_formulas(tmp_path: Path) -> None:
+    from cluster.cli import main
+
+    prof = tmp_path / "prof"
+    assert main(["profile", "--output-dir", str(prof), "--no-progress", "--isl", "256,1024,4096",
+                 "--context", "256,1024,2048", "--concurrency", "1,8,32,128"]) == 0
+    trace = _bursty_trace(tmp_path / "t.jsonl")
+    out = tmp_path / "r.json"
+    cfg = {"mode": "agg", "throughput_adjustment_interval_seconds": 10, "load_predictor": "constant",
+           "ttft_ms": 200, "itl_ms": 20, "profile_results_dir": str(prof)}
+    assert replay_main([str(trace), "--trace-block-size", "512", "--planner-config", json.dumps(cfg),
+                        "--report-json", str(out), "--no-progress"]) == 0
+    decisions = json.loads(out.read_text())["planner"]["decisions"]
+    first = decisions[1]["predicted"]
+    assert {"p_corr", "d_corr", "prefill_replicas", "decode_replicas"} <= set(first)
+    assert max(d["targets"]["decode"] or 0 for d in decisions) >= 2
+    assert decisions[-1]["targets"]["decode"] == 1
+    bad = {**cfg, "profile_results_dir": str(tmp_path / "none")}
+    assert replay_main([str(trace), "--planner-config", json.dumps(bad), "--no-progress"]) == 2

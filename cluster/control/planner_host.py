@@ -30,7 +30,7 @@ from actors.engine.timing.registry import timing_from_config
 from cluster.control.fleet import Fleet, WorkerInfo
 from cluster.plane.messages import LoadMetricsMsg
 from cluster.sim.clock import EventLoop, Priority
-from planner.perf_model import EnginePerf, perf_from_engine
+from planner.perf_model import EnginePerf, ProfileTables, perf_from_engine
 from planner.policy import PLANNERS, Decision, EngineLoad, Planner, PoolState, Snapshot, Traffic
 from planner.sla import PlannerContext
 
@@ -180,8 +180,8 @@ class PlannerHost:
 
 
 def planner_context(config: Any, workers: list[WorkerInfo], deployments: list[str]) -> PlannerContext | None:
-    """The perf models of the planner's pools, from their first workers' engines and timing
-    (a profile folder, `profile_results_dir`, is the classic formulas' input, not this)."""
+    """The perf models of the planner's pools, from their first workers' engines and timing, and
+    the profile folder's tables when `profile_results_dir` is set (the classic formulas' input)."""
     if config is None or config.type != "sla":
         return None
 
@@ -193,4 +193,5 @@ def planner_context(config: Any, workers: list[WorkerInfo], deployments: list[st
                 return perf_from_engine(timing, spec.engine)
         return None
     decode = config.decode_deployment or config.deployment or deployments[0]
-    return PlannerContext(perf(decode), perf(config.prefill_deployment))
+    profile = ProfileTables.load(config.profile_results_dir) if config.profile_results_dir else None
+    return PlannerContext(perf(decode), perf(config.prefill_deployment), profile)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from actors.engine.records import FailureReason
 from cluster.control.fleet import FaultPlan, FleetAction, WorkerInfo
@@ -285,7 +285,7 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             mirror_kv=mirror_kv, workers=workers, source=builder, faults=tuple(faults.plans),
                             actions=_actions(loaded) + tuple(faults.actions), slowdowns=tuple(faults.slowdowns),
                             migration_limits={d.name: d.migration_limit for d in sc.deployments},
-                            planner=sc.planner, planner_context=planner_context(sc.planner, workers, names),
+                            planner=sc.planner, planner_context=_planner_context(loaded, workers, names),
                             deployments=tuple(names))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
 
@@ -306,6 +306,18 @@ def _check_planner(loaded: LoadedScenario, names: list[str]) -> None:
             PythonPlanner(p)
         except ValueError as exc:
             raise loaded.error("planner.class", str(exc)) from None
+
+
+def _planner_context(loaded: LoadedScenario, workers: list[WorkerInfo], names: list[str]) -> Any:
+    """The planner's perf models; a profile folder resolves like any scenario path (one line when unreadable)."""
+    p = loaded.scenario.planner
+    if p is not None and p.type == "sla" and p.profile_results_dir is not None:
+        folder = loaded.resolve(p.profile_results_dir, "planner.profile_results_dir")
+        p = p.model_copy(update={"profile_results_dir": str(folder)})
+    try:
+        return planner_context(p, workers, names)
+    except (OSError, KeyError, ValueError) as exc:
+        raise loaded.error("planner.profile_results_dir", f"cannot read the profile: {exc}") from None
 
 
 def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[RankSpec]) -> None:
