@@ -155,3 +155,13 @@ def test_sla_planner_with_a_profile_uses_the_classic_formulas(tmp_path: Path) ->
     assert decisions[-1]["targets"]["decode"] == 1
     bad = {**cfg, "profile_results_dir": str(tmp_path / "none")}
     assert replay_main([str(trace), "--planner-config", json.dumps(bad), "--no-progress"]) == 2
+
+
+def test_prefill_targets_wait_for_a_prefill_pool(tmp_path: Path) -> None:
+    """Disaggregated targets travel through config and decisions; without a prefill deployment
+    the decision says so and the decode target still applies."""
+    report = _replay(tmp_path, {"type": "scripted", "tick_s": 5, "steps": [{"at_s": 5, "prefill": 2, "decode": 2}]})
+    d = report["planner"]["decisions"][0]
+    assert d["targets"] == {"decode": 2, "prefill": 2}
+    assert {"pool": "prefill", "outcome": "no_prefill_pool"} in d["applied"]
+    assert [o["outcome"] for o in d["outcomes"]] == ["placed"]
