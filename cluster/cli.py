@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Sequence
 
-from cluster.commands import replay, run, show
+from cluster.commands import profile, replay, run, show
 from cluster.commands.guard import EXIT_INTERRUPTED
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser.set_defaults(func=lambda args: replay.run_from_args(args, "clustersim replay"))
     show.add_parser(sub)
     run.add_parser(sub)
+    profile.add_parser(sub)
     return parser
 
 

@@ -45,7 +45,6 @@ NOT_BUILT_PARAMS: dict[str, str] = {
     "agentic_lanes": "agentic trace formats",
     "execution_model": "agentic trace formats",
     "weka_nested_timestamp_basis": "the weka trace format",
-    "planner_config": PLANNER,
     "performance_model_metadata": PLANNER,
     "telemetry_options": "periodic telemetry samples",
 }
@@ -55,17 +54,18 @@ NOT_BUILT_PARAMS: dict[str, str] = {
 @dataclass
 class ReplayReport:
     """What the reference's offline replay returns: `summary`, `per_request` (None unless captured),
-    `coverage`; `planner` and `telemetry` are always None (not built)."""
+    `coverage`; `planner` is the report's planner section with a `planner_config` (else None);
+    `telemetry` is always None (not built)."""
 
     summary: dict[str, Any]
     per_request: list[dict[str, Any]] | None
     coverage: dict[str, Any]
-    planner: None = None
+    planner: dict[str, Any] | None = None
     telemetry: None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary, "per_request": self.per_request, "coverage": self.coverage,
-                "planner": None}
+                "planner": self.planner}
 
 
 def _json_arg(value: Any, name: str) -> str | None:
@@ -85,7 +85,6 @@ def _refuse_not_built(params: Mapping[str, Any]) -> None:
     for name, feature in NOT_BUILT_PARAMS.items():
         if params.get(name) is not None:
             raise ValueError(f"{name}: not built yet: {feature}")
-
 
 
 def _pool_flags(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,9 +129,11 @@ def _run(flags: dict[str, Any], *, router_config: Any, kv_event_lag_ms: float | 
         write_per_request_jsonl(records, Path(report_jsonl_path))
     done: list[RequestRecord] = [r for r in records if r.terminal_status is TerminalStatus.COMPLETED]
     per_request = [dict(row) for row in per_request_rows(done)] if capture_per_request else None
-    coverage = {"capture_per_request": capture_per_request, "capture_planner_details": False,
+    planner = report.get("planner")
+    coverage = {"capture_per_request": capture_per_request, "capture_planner_details": planner is not None,
                 "per_request_records": len(per_request) if per_request is not None else 0}
-    return ReplayReport(summary=dict(report["summary"]), per_request=per_request, coverage=coverage)
+    return ReplayReport(summary=dict(report["summary"]), per_request=per_request, coverage=coverage,
+                        planner=planner)
 
 
 def run_trace_replay(
@@ -165,6 +166,7 @@ def run_trace_replay(
         "trace_shared_prefix_ratio": trace_shared_prefix_ratio, "trace_num_prefix_groups": trace_num_prefix_groups,
         "max_sim_time_seconds": None if max_sim_time_ms is None else max_sim_time_ms / 1000.0,
         "model_name": model_name, "sla_ttft_ms": sla_ttft_ms, "sla_itl_ms": sla_itl_ms, "sla_e2e_ms": sla_e2e_ms,
+        "planner_config": _json_arg(planner_config, "planner_config"),
     }
     return _run(flags, router_config=router_config, kv_event_lag_ms=kv_event_lag_ms,
                 capture_per_request=capture_per_request, report_jsonl_path=report_jsonl_path)
@@ -204,7 +206,7 @@ def run_synthetic_trace_replay(
         "turns_per_session": turns_per_session,
         "shared_prefix_ratio": shared_prefix_ratio, "num_prefix_groups": num_prefix_groups,
         "inter_turn_delay_ms": inter_turn_delay_ms, "model_name": model_name, "sla_ttft_ms": sla_ttft_ms,
-        "sla_itl_ms": sla_itl_ms, "sla_e2e_ms": sla_e2e_ms,
+        "sla_itl_ms": sla_itl_ms, "sla_e2e_ms": sla_e2e_ms, "planner_config": _json_arg(planner_config, "planner_config"),
     }
     return _run(flags, router_config=router_config, kv_event_lag_ms=kv_event_lag_ms,
                 capture_per_request=capture_per_request, report_jsonl_path=None)

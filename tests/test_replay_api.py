@@ -73,10 +73,20 @@ def test_report_object_has_the_references_shape(tmp_path: Path) -> None:
     assert plain.per_request is None and plain.coverage["per_request_records"] == 0
 
 
+def test_planner_config_runs_the_planner_and_returns_its_section() -> None:
+    cfg = {"type": "scripted", "tick_s": 2, "steps": [{"at_s": 2, "workers": 2}]}
+    report = run_synthetic_trace_replay(512, 16, 200, request_rate=40.0, extra_engine_args={"startup_time": 1},
+                                        planner_config=cfg)
+    assert report.planner is not None and report.coverage["capture_planner_details"]
+    placed = [o for d in report.planner["decisions"] for o in d["outcomes"] if o.get("outcome") == "placed"]
+    assert [(o["at_ms"], o["ready_ms"]) for o in placed] == [(2000.0, 3000.0)]
+    assert report.to_dict()["planner"] == report.planner
+
+
 @pytest.mark.parametrize(("call", "needle"), [
     (lambda: run_trace_replay(TRACE, prefill_engine_args={"engine": {}}, extra_engine_args={}),
      "extra_engine_args is for aggregated replay"),
-    (lambda: run_trace_replay(TRACE, planner_config={"mode": "agg"}), "planner_config: not built yet"),
+    (lambda: run_trace_replay(TRACE, planner_config={"mode": "agg", "ttft_ms": -1}), "ttft_ms"),
     (lambda: run_trace_replay(TRACE, num_decode_workers=2), "num_decode_workers needs prefill_engine_args"),
     (lambda: run_trace_replay(TRACE, trace_format="weka"), "not built yet"),
     (lambda: run_trace_replay([TRACE, TRACE]), "exactly one trace file"),

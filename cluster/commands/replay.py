@@ -169,7 +169,7 @@ def scenario_from_flags(args: argparse.Namespace) -> Scenario:
     try:
         return replay_scenario(engine, args.num_workers or 1, router=router, workload=_workload_fields(args, engine),
                                seed=args.seed, outputs={"dir": "out/replay"}, migration_limit=args.migration_limit,
-                               disagg=disagg)
+                               disagg=disagg, planner=_planner_config(getattr(args, "planner_config", None)))
     except ValidationError as exc:
         raise ReplayError(describe_validation_error(exc, "replay")) from None
 
@@ -192,6 +192,28 @@ def _disagg_engines(args: argparse.Namespace) -> tuple[EngineConfig, int, Engine
             raise ReplayError(f"{flag}: worker_type {cfg.worker_type!r}, expected {role!r}")
         engines.append(cfg)
     return (engines[0], args.num_prefill_workers or 1, engines[1], args.num_decode_workers or 1)
+
+
+def _planner_config(text: str | None) -> dict[str, Any] | None:
+    """`--planner-config`: JSON text, or the path of a JSON file (one line when neither)."""
+    import json
+    from pathlib import Path
+
+    if text is None:
+        return None
+    source = text
+    if not text.lstrip().startswith("{"):
+        try:
+            source = Path(text).read_text()
+        except OSError as exc:
+            raise ReplayError(f"--planner-config: cannot read {text}: {exc.strerror}") from None
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ReplayError(f"--planner-config: not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(value, dict):
+        raise ReplayError("--planner-config: a JSON object is needed")
+    return value
 
 
 def run_replay(args: argparse.Namespace, interrupt: Interrupt | None = None

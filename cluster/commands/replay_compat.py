@@ -20,6 +20,8 @@ in the reference:
 - `--report-jsonl`: the reference's name of `--per-request-jsonl`;
 - `--prefill-engine-args`, `--decode-engine-args`, `--num-prefill-workers`, `--num-decode-workers`: a
   disaggregated replay (`disaggregated`); `--num-workers` and `--extra-engine-args` are then refused.
+- `--planner-config`: the planner in the loop (`planner.config`: sla, scripted or python), JSON
+  text or a file; it scales the replay's deployments through the fleet's control API.
 
 Flags whose feature is not built (`NOT_BUILT_FLAGS`) are parsed and refused with `not built yet`.
 """
@@ -34,8 +36,7 @@ BUILT_TRACE_FORMATS = ("mooncake",)
 AIC = "AIC (AI Configurator) timing"
 
 NOT_BUILT_FLAGS: dict[str, str] = {
-    "planner_config": "planner-in-the-loop replay",
-    "benchmark_granularity": "planner-in-the-loop replay",
+    "benchmark_granularity": "planner benchmark sampling",
     "router_policy_config": "router policy families and cache-bucket queues",
 }
 """Destination of a reference flag -> the feature it needs, not built yet."""
@@ -69,9 +70,12 @@ def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--decode-engine-args", help="decode workers' engine settings: a JSON object or a JSON file")
     d.add_argument("--num-prefill-workers", type=int, help="prefill workers (default 1)")
     d.add_argument("--num-decode-workers", type=int, help="decode workers (default 1)")
+    parser.add_argument("--planner-config",
+                        help="the planner, JSON text or a file: the reference PlannerConfig (type sla), "
+                             '{"type": "scripted", "tick_s": 5, "steps": [{"at_s": 10, "workers": 3}]} or '
+                             '{"type": "python", "class": "module:Class"}')
     n = parser.add_argument_group("accepted but not built yet (refused with a message)")
     n.add_argument("--router-policy-config")
-    n.add_argument("--planner-config")
     n.add_argument("--benchmark-granularity", type=int)
     for name in AIC_FLAGS:
         n.add_argument(f"--aic-{name}", dest=f"aic_{name.replace('-', '_')}", help=argparse.SUPPRESS)

@@ -3,7 +3,8 @@
 `ControlHost` receives everything addressed to `CONTROL_ADDR` and hands it on:
 responses to the frontend (and the router's load tracking), KV batches, metrics, replay
 replies and worker-down notices to the router host, ranks' lifecycle notices to the fleet
-(`cluster.control.fleet`, the control API). It sends routed requests to ranks.
+(`cluster.control.fleet`, the control API), load metrics also to the planner
+(`cluster.control.planner_host`), when there is one. It sends routed requests to ranks.
 
 Lookahead (Ray runtime): `next_send_ms()` is the earliest time this shard could send a
 message, given what is queued here. Sends happen only when a workload arrival is handled,
@@ -25,6 +26,7 @@ from cluster.control.fleet import Fleet
 from cluster.control.kv_links import KvLinks
 from cluster.control.frontend import Frontend
 from cluster.control.migration import Migrator
+from cluster.control.planner_host import PlannerHost
 from cluster.control.router_host import PromptHashes, RouterHost
 from cluster.plane.endpoint import PlaneEndpoint
 from cluster.plane.messages import (
@@ -66,6 +68,8 @@ class ControlHost:
         self.handoffs: Handoffs | None = None
         self.links: KvLinks | None = None
         """KV transfers over modelled links (scenario `topology`); None: the decode rank times them."""
+        self.planner: PlannerHost | None = None
+        """The planner, when the scenario has one (it also reads the ranks' load metrics)."""
 
     def wire(self, workload: Workload, router: RouterHost, fleet: Fleet, concurrency: int | None,
              on_done: Callable[[RequestRecord], None] | None = None, stream_lossy: bool = False,
@@ -167,6 +171,8 @@ class ControlHost:
             self.handoffs.on_transfer_done(now, msg)
         elif isinstance(msg, LoadMetricsMsg):
             self.router.on_metrics(now, msg)
+            if self.planner is not None:
+                self.planner.on_metrics(msg)
         elif isinstance(msg, ReplayReplyMsg):
             self.router.on_replay(now, msg)
         elif isinstance(msg, WorkerDownMsg):  # the fleet takes the whole worker out of routing

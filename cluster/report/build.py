@@ -20,7 +20,9 @@ Sections of the scenario layout:
   the simulation was cut short), and request migrations (`migrations`, `requests_migrated`);
 - `faults`: what was injected, whether it was applied (a fault due after the run ended is not),
   the workers it killed and the requests it cost (each failed request counts for one fault, its cause);
-- `fleet_events`: the fleet changes asked for (scheduled events, the control API) and what came of them.
+- `fleet_events`: the fleet changes asked for (scheduled events, the control API) and what came of them;
+- `planner` (only with a planner): its decisions, replicas over time, GPU-hours per deployment,
+  SLA attainment and goodput (`cluster.report.planner`); both layouts.
 Nothing here depends on the runtime or the wall clock, so Local and Ray reports of one
 scenario are byte-identical (wall time is added by the CLI only when asked).
 """
@@ -152,7 +154,20 @@ def _replay_report(world: World, result: RunResult, control: ControlHost, option
             "engine": sc.deployments[0].engine.model_dump(mode="json"),
         },
         "workers": workers,
+        **_planner(result, control, options),
     }
+
+
+def _planner(result: RunResult, control: ControlHost, options: ReportOptions) -> dict[str, Any]:
+    """The `planner` section (`cluster.report.planner`), only when the run has a planner."""
+    if control.planner is None:
+        return {}
+    from cluster.report.planner import planner_section
+
+    duration_ms = max((r.terminal_ms for r in result.records if r.terminal_status is TerminalStatus.COMPLETED
+                       and r.terminal_ms is not None), default=0.0)
+    return {"planner": planner_section(control.planner, control.fleet, result.records, duration_ms,
+                                       options.sla_ttft_ms, options.sla_tpot_ms)}
 
 
 def _scenario_report(world: World, result: RunResult, control: ControlHost,
@@ -242,6 +257,7 @@ def _scenario_report(world: World, result: RunResult, control: ControlHost,
         "event_plane": plane,
         "faults": faults,
         "fleet_events": fleet.actions,
+        **_planner(result, control, options),
     }
 
 

@@ -9,7 +9,7 @@ same `RunResult`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from actors.engine.config import ROLE_TRAITS
 from actors.engine.hashing import PromptHasher
@@ -17,6 +17,7 @@ from actors.engine.records import RequestRecord
 from cluster.control.fleet import FaultPlan, Fleet, FleetAction
 from cluster.control.workers import WorkerInfo, WorkerSource
 from cluster.control.host import ControlHost
+from cluster.control.planner_host import PlannerHost
 from cluster.control.router_host import RouterHost
 from cluster.nodes.hosted import HostOptions
 from cluster.plane.endpoint import ZERO_LATENCY, EventPlaneConfig, PlaneEndpoint
@@ -63,6 +64,12 @@ class SimulationSetup:
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
     topology: tuple[float, str] | None = None
     """KV transfers over modelled links: (NIC GB/s, `per_gpu` | `per_node` rails); None: flat bandwidth."""
+    planner: Any = None
+    """The planner config (`planner.config`), None: no planner."""
+    planner_context: Any = None
+    """What the planner knows of the deployments (`planner.sla.PlannerContext`)."""
+    deployments: tuple[str, ...] = ()
+    """The scenario's deployment names, in order (the planner's pools)."""
 
     def __post_init__(self) -> None:
         for g, spec in enumerate(self.ranks):
@@ -83,7 +90,14 @@ class SimulationSetup:
     @property
     def uses_metrics(self) -> bool:
         """Whether ranks publish load metrics (the router blends them, or heartbeats are on)."""
-        return self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+        return (self.kv_router.config.load_metrics_weight > 0 or self.heartbeat_ms is not None
+                or self.planner_reads_load)
+
+    @property
+    def planner_reads_load(self) -> bool:
+        """A planner that reads the ranks' load metrics (load scaling, or a user's class)."""
+        p = self.planner
+        return p is not None and (p.type == "python" or (p.type == "sla" and p.enable_load_scaling))
 
     @property
     def heartbeat_ms(self) -> float | None:
@@ -113,6 +127,13 @@ class SimulationSetup:
     def build_control(self, loop: EventLoop, plane: PlaneEndpoint,
                       on_done: Callable[[RequestRecord], None] | None = None) -> ControlHost:
         control = ControlHost(loop, plane)
+        planner: list[PlannerHost] = []
+        done = on_done
+        if self.planner is not None:
+            def done(rec: RequestRecord) -> None:  # the planner counts what the frontend saw end
+                planner[0].on_done(rec)
+                if on_done is not None:
+                    on_done(rec)
         hasher = PromptHasher(self.block_size, self.workload.trace_block_size)
         # every prompt is known up front: hash their chains together, not one block at a time
         hasher.prewarm((t.hash_ids, t.input_length) for s in self.workload.sessions for t in s.turns)
@@ -131,9 +152,14 @@ class SimulationSetup:
             from cluster.control.kv_links import KvLinks
 
             control.links = KvLinks(loop, self.topology[0], self.topology[1], control.send_times)  # type: ignore[arg-type]
-        control.wire(self.workload, router, fleet, self.concurrency, on_done=on_done, stream_lossy=lossy,
+        control.wire(self.workload, router, fleet, self.concurrency, on_done=done, stream_lossy=lossy,
                      announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults),
                      migration_limit_of=limit_of)
         for action in self.actions:
             action.apply(fleet)
+        if self.planner is not None:
+            planner.append(PlannerHost(loop, fleet, self.planner, self.planner_context, list(self.deployments),
+                                       control.send_times, control.frontend.records))
+            control.planner = planner[0]
+            planner[0].start()
         return control

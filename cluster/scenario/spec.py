@@ -12,7 +12,7 @@ deployments:
   - {name: agg, role: aggregated, replicas: 4, vgpu: {profile: 3g.40gb},
      engine: {block_size: 64, timing_model: {type: roofline}}}
 router: {mode: kv, router_temperature: 0.0}
-planner: {enabled: false}
+planner: {type: scripted, tick_s: 5, steps: [{at_s: 10, workers: 6}]}   # or type sla (planner.config)
 event_plane: {latency_ms: 0.5}
 workload: {synthetic: {input_tokens: 1024, output_tokens: 64, request_count: 200, request_rate: 20}}
 faults: [{at_s: 5, kill_node: h100-1}]
@@ -33,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, Tag, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, Tag, field_validator, model_validator
 
 from actors.engine.config import TIMING_TYPES, EngineConfig, RooflineTimingConfig, TimingConfig
 from cluster.hardware.virtualization import VirtualizationConfig
@@ -52,6 +52,7 @@ from cluster.scenario.faults import (  # noqa: F401 - the scenario's fault model
     SwitchModeFault,
 )
 from cluster.workload.spec import WorkloadSpec
+from planner.config import PythonPlannerConfig, ScriptedPlannerConfig, SlaPlannerConfig, parse_planner_config
 from router.config import KvRouterConfig, parse_router_mode
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -191,15 +192,20 @@ class RouterSpec(_Strict):
         return KvRouterConfig.from_mapping(data)
 
 
-class PlannerSpec(_Strict):
-    enabled: bool = False
+def _planner(value: Any) -> Any:
+    """`planner:` -> a planner config (`planner.config`); absent, null or `{enabled: false}`: none."""
+    if value is None or (isinstance(value, dict) and value == {"enabled": False}):
+        return None
+    if isinstance(value, dict):
+        if "enabled" in value:
+            raise ValueError("planner: give its settings (type: sla | scripted | python, planner.config) "
+                             "instead of enabled")
+        return parse_planner_config(value)
+    return value
 
-    @field_validator("enabled")
-    @classmethod
-    def _not_yet(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("the SLA planner is not built yet; use enabled: false")
-        return v
+
+PlannerField = Annotated[Union[SlaPlannerConfig, ScriptedPlannerConfig, PythonPlannerConfig, None],
+                         BeforeValidator(_planner)]
 
 
 class AddWorkers(_Strict):
@@ -271,7 +277,7 @@ class Scenario(_Strict):
         None, description="GPU nodes; none: abstract GPUs (one per worker; timing and KV size from the engine keys)")
     deployments: list[DeploymentSpec] = Field(min_length=1)
     router: RouterSpec = Field(default_factory=RouterSpec)
-    planner: PlannerSpec = Field(default_factory=PlannerSpec)
+    planner: PlannerField = Field(None, description="the planner (type sla | scripted | python); none: a fixed fleet")
     event_plane: EventPlaneConfig = Field(default_factory=EventPlaneConfig)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     faults: list[Fault] = Field(default_factory=list)
@@ -339,7 +345,8 @@ def _deployment(name: str, engine: EngineConfig, replicas: int, migration_limit:
 def replay_scenario(engine: EngineConfig, num_workers: int, *, router: dict[str, Any] | None = None,
                     workload: dict[str, Any] | None = None, seed: int = 42,
                     outputs: dict[str, Any] | None = None, migration_limit: int = 0,
-                    disagg: tuple[EngineConfig, int, EngineConfig, int] | None = None) -> Scenario:
+                    disagg: tuple[EngineConfig, int, EngineConfig, int] | None = None,
+                    planner: dict[str, Any] | None = None) -> Scenario:
     """A replay as a scenario: `num_workers` workers of `engine` on abstract GPUs behind one router
     (round robin when `router` is None), on a zero-latency event plane. `disagg` (prefill engine,
     prefill workers, decode engine, decode workers): a prefill and a decode deployment instead.
@@ -362,4 +369,6 @@ def replay_scenario(engine: EngineConfig, num_workers: int, *, router: dict[str,
     }
     if outputs is not None:
         raw["outputs"] = outputs
+    if planner is not None:
+        raw["planner"] = planner
     return Scenario.model_validate(raw)

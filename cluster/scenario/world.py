@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from actors.engine.records import FailureReason
 from cluster.control.fleet import FaultPlan, FleetAction
 from cluster.control.workers import WorkerInfo
+from cluster.control.planner_host import planner_context
 from cluster.plane.links import Partition
 from cluster.plane.ranks import RankSlowdown, RankSpec, SlowdownPlan
 from cluster.runtime.setup import SimulationSetup
 from cluster.scenario.deploy import WorkerBuilder
 from cluster.scenario.load import LoadedScenario
-from cluster.scenario.spec import AddWorkersEvent
+from cluster.scenario.spec import AddWorkersEvent, Scenario
 from cluster.scenario.faults import (
     DegradeLinkFault,
     DrainWorkerFault,
@@ -284,6 +285,9 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
         decode_router = KvRouter(decode_router_config(router_config), block_size=first.block_size_tokens,
                                  seed=component_seed(sc.seed, "decode_router"))
     faults = _faults(loaded, workers)
+    names = [d.name for d in sc.deployments]
+    _check_planner(loaded, names)
+    planner = _planner_pools(sc)
     kills = tuple(p.kill(tuple(g for w in workers if p.hits(w) for g in w.gidxs)) for p in faults.plans)
     setup = SimulationSetup(loaded_wl.workload, ranks, kv_router, seed=sc.seed, plane=sc.event_plane,
                             concurrency=sc.workload.concurrency, macro_step=macro_step,
@@ -294,8 +298,51 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             migration_limits={d.name: d.migration_limit for d in sc.deployments},
                             decode_router=decode_router,
                             topology=None if sc.topology is None or not sc.topology.enabled
-                            else (sc.topology.nic_gbps, sc.topology.nic_rails))
+                            else (sc.topology.nic_gbps, sc.topology.nic_rails),
+                            planner=planner, planner_context=_planner_context(loaded, planner, workers, names),
+                            deployments=tuple(names))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
+
+
+def _check_planner(loaded: LoadedScenario, names: list[str]) -> None:
+    """The planner's deployments exist (one line before the run)."""
+    p = loaded.scenario.planner
+    if p is None:
+        return
+    for key in ("deployment", "decode_deployment", "prefill_deployment"):
+        name = getattr(p, key, None)
+        if name is not None and name not in names:
+            raise loaded.error(f"planner.{key}", f"no deployment {name!r} (have: {', '.join(names)})")
+    if p.type == "python":
+        from planner.policy import PythonPlanner
+
+        try:
+            PythonPlanner(p)
+        except ValueError as exc:
+            raise loaded.error("planner.class", str(exc)) from None
+
+
+def _planner_pools(sc: Scenario) -> Any:
+    """The planner config with its pools named: unless given, the decode pool is `deployment`, else the
+    first decode deployment, else the first; the prefill pool is the first prefill deployment."""
+    p = sc.planner
+    if p is None:
+        return None
+    by_role = {d.role: d.name for d in reversed(sc.deployments)}  # the first of each role
+    decode = p.decode_deployment or p.deployment or by_role.get("decode") or sc.deployments[0].name
+    return p.model_copy(update={"decode_deployment": decode,
+                                "prefill_deployment": p.prefill_deployment or by_role.get("prefill")})
+
+
+def _planner_context(loaded: LoadedScenario, p: Any, workers: list[WorkerInfo], names: list[str]) -> Any:
+    """The planner's perf models; a profile folder resolves like any scenario path (one line when unreadable)."""
+    if p is not None and p.type == "sla" and p.profile_results_dir is not None:
+        folder = loaded.resolve(p.profile_results_dir, "planner.profile_results_dir")
+        p = p.model_copy(update={"profile_results_dir": str(folder)})
+    try:
+        return planner_context(p, workers, names)
+    except (OSError, KeyError, ValueError) as exc:
+        raise loaded.error("planner.profile_results_dir", f"cannot read the profile: {exc}") from None
 
 
 def check_prompts_fit(loaded: LoadedScenario, workload: Workload, ranks: list[RankSpec]) -> None:
