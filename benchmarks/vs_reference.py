@@ -1,4 +1,5 @@
-"""clustersim against the reference (Dynamo 1.6.1 offline replay): per-metric relative error and wall ratio.
+"""clustersim against the reference (Dynamo 1.6.1 offline replay): per-metric relative error, wall ratio
+and peak-memory ratio.
 
 Each case is one call of the reference's Python API (`run_trace_replay` / `run_synthetic_trace_replay`,
 the same parameter names in `cluster.replay`). Both sides run it in a fresh process of this file in
@@ -7,7 +8,8 @@ the same parameter names in `cluster.replay`). Both sides run it in a fresh proc
 clustersim with this interpreter. Wall times are whole processes (interpreter start, imports, trace
 loading, simulation). kv_router cases run the reference `--kv-repeats` times: its random tie-breaks
 make runs differ, and that spread is the target there (a metric passes when within 1% of the
-reference's mean, or inside the range of its runs).
+reference's mean, or inside the range of its runs). Peak memory is each process's max RSS. The
+machine-independent figures are the ratios; on a shared machine, compare them within one run.
 
     python benchmarks/vs_reference.py [--cases a,b] [--kv-repeats 3] [--verbose] [--json OUT]
 """
@@ -68,7 +70,12 @@ CASES: dict[str, dict[str, Any]] = {
                                "decode_engine_args": DECODE},
     "mooncake-rr": {"trace": str(TRACE), "num_workers": 8},
     "mooncake-kv": {"trace": str(TRACE), "num_workers": 8, "router_mode": "kv_router"},
+    # issue 11's speed table, row 4 (minutes on each side: only when named in --cases)
+    "scale-1000-kv": {"synthetic": [2048, 128, 100_000], "num_workers": 1000, "router_mode": "kv_router",
+                      "request_rate": 2000.0, "shared_prefix_ratio": 0.5, "num_prefix_groups": 200},
 }
+HEAVY = {"scale-1000-kv"}
+"""Cases left out of the default grid."""
 
 
 # ------------------------------------------------------------------ driver (one case, one process)
@@ -81,13 +88,16 @@ def drive(module: str, case: dict[str, Any], out: str) -> None:
         report = replay.run_trace_replay(case["trace"], **kwargs)
     else:
         report = replay.run_synthetic_trace_replay(*case["synthetic"], **kwargs)
-    Path(out).write_text(json.dumps(report.summary))
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    Path(out).write_text(json.dumps({"summary": report.summary, "max_rss_mb": peak_mb}))
 
 
 # ------------------------------------------------------------------ comparison
 
-def run_side(python: str, module: str, case: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """(summary, whole-process wall seconds) of one case in a fresh `python` process."""
+def run_side(python: str, module: str, case: dict[str, Any]) -> tuple[dict[str, Any], float, float]:
+    """(summary, whole-process wall seconds, peak RSS MiB) of one case in a fresh `python` process."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.json"
         started = time.perf_counter()
@@ -98,7 +108,8 @@ def run_side(python: str, module: str, case: dict[str, Any]) -> tuple[dict[str, 
         wall_s = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"{module} failed: {proc.stderr.strip().splitlines()[-1:]}")
-        return json.loads(out.read_text()), wall_s
+        got = json.loads(out.read_text())
+        return got["summary"], wall_s, got["max_rss_mb"]
 
 
 def rel_err(ours: Any, ref: Any) -> float:
@@ -140,7 +151,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--driver", nargs=3, metavar=("MODULE", "CASE_JSON", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--reference-python")
-    parser.add_argument("--cases", help=f"comma-separated subset of: {', '.join(CASES)}")
+    parser.add_argument("--cases", help=f"comma-separated subset of: {', '.join(CASES)} "
+                        f"(default: all but {', '.join(sorted(HEAVY))})")
     parser.add_argument("--kv-repeats", type=int, default=3, help="reference runs per kv_router case")
     parser.add_argument("--verbose", action="store_true", help="print every metric of every case")
     parser.add_argument("--json", type=Path, help="write every case's summaries and errors here")
@@ -148,7 +160,7 @@ def main() -> int:
     if args.driver:
         drive(args.driver[0], json.loads(args.driver[1]), args.driver[2])
         return 0
-    names = args.cases.split(",") if args.cases else list(CASES)
+    names = args.cases.split(",") if args.cases else [n for n in CASES if n not in HEAVY]
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"unknown case(s): {', '.join(unknown)}")
@@ -157,28 +169,30 @@ def main() -> int:
         print("reference not importable (set --reference-python or CLUSTERSIM_REFERENCE_PYTHON): skipped")
         return 0
     print(f"{'case':<20} {'metrics':>7} {'within':>6}  {'worst metric':<40} {'err':>8} {'ref spread':>10}"
-          f"  {'ours s':>7} {'ref s':>6} {'ratio':>6}")
+          f"  {'ours s':>7} {'ref s':>6} {'ratio':>6}  {'ours MB':>7} {'ref MB':>6} {'mem':>6}")
     dump: dict[str, Any] = {}
     for name in names:
         case = CASES[name]
         repeats = args.kv_repeats if case.get("router_mode") == "kv_router" else 1
-        refs, ref_walls = [], []
+        refs, ref_walls, ref_mbs = [], [], []
         for _ in range(max(1, repeats)):
-            summary, wall = run_side(ref_python, "dynamo.replay", case)
+            summary, wall, mb = run_side(ref_python, "dynamo.replay", case)
             refs.append(summary)
             ref_walls.append(wall)
-        ours, our_wall = run_side(sys.executable, "cluster.replay", case)
+            ref_mbs.append(mb)
+        ours, our_wall, our_mb = run_side(sys.executable, "cluster.replay", case)
         rows = compare(ours, refs)
         worst = max(rows, key=lambda r: (not r[3], r[1]))
         ref_wall = min(ref_walls)
         print(f"{name:<20} {len(rows):>7} {sum(r[3] for r in rows):>6}  {worst[0]:<40} {worst[1]:>7.2%} "
-              f"{worst[2]:>10.2%}  {our_wall:>7.2f} {ref_wall:>6.2f} {our_wall / ref_wall:>5.2f}x")
+              f"{worst[2]:>10.2%}  {our_wall:>7.2f} {ref_wall:>6.2f} {our_wall / ref_wall:>5.2f}x"
+              f"  {our_mb:>7.0f} {max(ref_mbs):>6.0f} {our_mb / max(ref_mbs):>5.2f}x")
         if args.verbose:
             for key, err, spread, ok in rows:
                 print(f"    {key:<48} {err:>9.4%}  spread {spread:>8.4%}  {'ok' if ok else 'OFF'}"
                       f"  ours {ours.get(key)!r:>24}  ref {refs[0].get(key)!r:>24}")
         dump[name] = {"case": case, "ours": ours, "reference": refs, "ours_wall_s": our_wall,
-                      "reference_wall_s": ref_walls,
+                      "reference_wall_s": ref_walls, "ours_max_rss_mb": our_mb, "reference_max_rss_mb": ref_mbs,
                       "errors": {k: {"err": e, "spread": s, "ok": ok} for k, e, s, ok in rows}}
     if args.json is not None:
         args.json.write_text(json.dumps(dump, indent=1, sort_keys=True, default=str))

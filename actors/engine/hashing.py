@@ -153,8 +153,10 @@ class PromptHasher:
         self._aligned = trace_block_size % block_size == 0
         self._per_trace = trace_block_size // block_size if self._aligned else 0
         self._uniform_local: dict[int, int] = {}
-        # trie node: hash_id -> (seq hashes of its engine blocks, their local hash, children)
-        self._root: dict[int, tuple[list[int], int, dict[int, object]]] = {}
+        # trie node: hash_id -> [seq hashes of its engine blocks, their local hash, children, visits left]
+        # (visits left: None = kept for good; n = `prewarm` counted n prompts through it, and the
+        # n-th `hash_prompt` through it drops it, so a workload's unshared suffixes do not stay)
+        self._root: dict[int, list[Any]] = {}
 
     def _uniform(self, token: int) -> int:
         """Local hash of a block of `block_size` copies of one token."""
@@ -184,9 +186,14 @@ class PromptHasher:
             entry = node.get(hid)
             if entry is None:
                 local = self._uniform(trace_token_id(hid))
-                entry = (_chain_of_uniform(parent, local, per), local, {})
+                entry = [_chain_of_uniform(parent, local, per), local, {}, None]
                 node[hid] = entry
-            chain, local, children = entry
+            chain, local, children, left = entry
+            if left is not None:
+                if left <= 1:
+                    del node[hid]  # the last prompt prewarm counted through it
+                else:
+                    entry[3] = left - 1
             take = num_full - len(seqs)
             if take >= per:
                 seqs.extend(chain)
@@ -195,7 +202,7 @@ class PromptHasher:
                 seqs.extend(chain[:take])
                 locals_.extend([local] * take)
             parent = chain[-1]
-            node = children  # type: ignore[assignment]
+            node = children
         return seqs, locals_
 
     def prewarm(self, prompts: Iterable[tuple[tuple[int, ...], int]]) -> None:
@@ -204,7 +211,9 @@ class PromptHasher:
         `hash_prompt` then finds them in the trie instead of hashing block by block. The
         trie gets exactly the nodes `hash_prompt` would create for these prompts, with the
         same chains: new nodes are made depth by depth, each depth's chains hashed together
-        (`chain_hash_array`, one step per engine block of a trace block).
+        (`chain_hash_array`, one step per engine block of a trace block). Each node counts the
+        prompts through it; once that many `hash_prompt` calls went through, it is dropped
+        (a prompt hashed again after that, e.g. a migrated request, hashes it afresh).
         """
         if not self._aligned:
             return
@@ -220,19 +229,23 @@ class PromptHasher:
             pending: list[tuple[dict[int, Any], int, int | None]] = []
             for level, parent, hash_ids, _ in cursors:
                 hid = hash_ids[depth]
-                if hid not in level:
-                    level[hid] = None  # claimed; filled below
+                entry = level.get(hid)
+                if entry is None:
+                    level[hid] = [None, 0, None, 1]  # claimed; hashed below
                     pending.append((level, hid, parent))
+                elif entry[3] is not None:
+                    entry[3] += 1
             if pending:
                 locals_ = [self._uniform(trace_token_id(hid)) for _, hid, _ in pending]
                 chains = self._chains([parent for _, _, parent in pending], locals_, per)
                 for (level, hid, _), chain, local in zip(pending, chains, locals_):
-                    level[hid] = (chain, local, {})
+                    entry = level[hid]
+                    entry[0], entry[1], entry[2] = chain, local, {}
             depth += 1
             nxt: list[tuple[dict[int, Any], int | None, tuple[int, ...], int]] = []
             for level, _, hash_ids, visits in cursors:
                 if depth < visits:
-                    chain, _, children = level[hash_ids[depth - 1]]
+                    chain, _, children, _ = level[hash_ids[depth - 1]]
                     nxt.append((children, chain[-1], hash_ids, visits))
             cursors = nxt
 

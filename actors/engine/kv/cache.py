@@ -108,7 +108,11 @@ class PagedKvCache:
         req.block_ids = [touch(h) for h in req.hashes[:num_blocks]]
 
     def allocate(self, req: EngineRequest, boundary: int) -> bool:
-        pool, bs = self.pool, self.block_size
+        bs = self.block_size
+        full = boundary // bs
+        if self.caching and full <= len(req.block_ids) and (req.num_private or full * bs == boundary):
+            return True  # the common decode step: full blocks cached, the partial tail held (nothing below runs)
+        pool = self.pool
         have = len(req.block_ids) + req.num_private
         need = -(-boundary // bs)
         extra = need - have
@@ -119,7 +123,6 @@ class PagedKvCache:
                 pool.add_private(extra)
                 req.num_private += extra
             return True
-        full = boundary // bs
         i = len(req.block_ids)
         if full > i:
             if len(req.hashes) < full:

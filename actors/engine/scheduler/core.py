@@ -154,7 +154,7 @@ class RankCore:
         st = self.state
         for req, n, before in scheduled:
             if req.in_decode:
-                active_kv += req.seq_len
+                active_kv += req.prompt_len + req.generated
                 n_decode += 1
             else:
                 isl.append(before + n)
@@ -209,7 +209,7 @@ class RankCore:
             self._pass_events = []
             done = []
             for req in self._pass:
-                if req.computed != req.seq_len:
+                if req.computed != req.prompt_len + req.generated:
                     continue
                 if self.hands_off:
                     out.handoffs.append(self.held.hold(self.state, req, now))
@@ -229,7 +229,8 @@ class RankCore:
         return out
 
     def _at_max_len(self, req: EngineRequest) -> bool:
-        return self.config.max_model_len is not None and req.seq_len >= self.config.max_model_len
+        max_len = self.config.max_model_len
+        return max_len is not None and req.prompt_len + req.generated >= max_len
 
     def _emit_token(self, req: EngineRequest, now: float) -> None:
         req.generated += 1

@@ -124,7 +124,7 @@ def plan_decode_run(st: RankState, policy: SchedulerPolicy, timing: PassTiming, 
     if n == 0 or n > st.budget:
         return None
     for req in running:
-        if not req.in_decode or req.computed != req.seq_len - 1:
+        if not req.in_decode or req.computed != req.prompt_len + req.generated - 1:
             return None
     if not policy.admission_blocked(st, st.budget - n):
         return None
@@ -142,7 +142,7 @@ def plan_decode_run(st: RankState, policy: SchedulerPolicy, timing: PassTiming, 
     k = min(k, int(np.searchsorted(cum, st.kv.num_allocatable, side="right")))
     if k < 2:
         return None
-    s0 = float(sum(r.seq_len for r in running))
+    s0 = float(sum(r.prompt_len + r.generated for r in running))
     active = s0 + np.arange(k, dtype=np.float64) * n
     steps = np.empty(k + 1)
     steps[0] = now

@@ -56,7 +56,7 @@ class VllmPolicy:
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
-            want = req.seq_len - req.computed
+            want = req.prompt_len + req.generated - req.computed  # seq_len - computed, inlined
             n = want if want <= budget else budget
             if n < want and not req.in_decode and not st.chunked:
                 break
