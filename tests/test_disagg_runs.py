@@ -89,3 +89,25 @@ def test_local_and_ray_are_byte_identical_with_pools_in_different_shards(ray_hea
     path = write(tmp_path, _disagg_scenario())
     local = run_cli(path, tmp_path / "local", None)
     assert run_cli(path, tmp_path / "ray", ray_head, "--runtime", "ray", "--shards", "2") == local
+
+
+def test_macro_stepping_equals_pass_by_pass(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fast = run_report(tmp_path / "a", _disagg_scenario(prefill=1, decode=3))
+    slow = run_report(tmp_path / "b", _disagg_scenario(prefill=1, decode=3), macro_step=False)
+    for a, b in zip(fast["_records"], slow["_records"]):
+        assert a.first_token_ms == pytest.approx(b.first_token_ms, abs=1e-9)
+        assert a.last_token_ms == pytest.approx(b.last_token_ms, abs=1e-9)
+        assert a.handoff.destination_reserved_ms == pytest.approx(b.handoff.destination_reserved_ms, abs=1e-9)
+
+
+def test_router_queueing_holds_requests_for_the_prefill_pool(tmp_path: Path) -> None:
+    sc = _disagg_scenario(prefill=1, decode=2)
+    sc["router"] = {"mode": "kv", "router_queue_threshold": 0.0}
+    report = run_report(tmp_path, sc)
+    records = report["_records"]
+    assert report["summary"]["completed_requests"] == len(records)
+    pools = [[h["pool"] for h in r.routing_history] for r in records]
+    assert all(p == ["prefill", "decode"] for p in pools)
+    assert any(r.routing_history[0]["outcome"] == "queued" for r in records)
