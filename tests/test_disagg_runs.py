@@ -111,3 +111,11 @@ def test_router_queueing_holds_requests_for_the_prefill_pool(tmp_path: Path) -> 
     pools = [[h["pool"] for h in r.routing_history] for r in records]
     assert all(p == ["prefill", "decode"] for p in pools)
     assert any(r.routing_history[0]["outcome"] == "queued" for r in records)
+
+
+def test_kv_bytes_per_token_comes_from_the_model_when_not_given(tmp_path: Path) -> None:
+    """qwen3-0.6b: 28 layers x 2 x 8 KV heads x 128 x 2 bytes = 114,688 B/token (tests/test_devicemap.py)."""
+    sc = _disagg_scenario(prefill=1, decode=1)
+    del sc["deployments"][0]["engine"]["kv_bytes_per_token"]
+    records = run_report(tmp_path, sc)["_records"]
+    assert all(r.handoff.transfer_bytes == r.input_length * 114688 for r in records)
