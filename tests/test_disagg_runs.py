@@ -119,3 +119,16 @@ def test_kv_bytes_per_token_comes_from_the_model_when_not_given(tmp_path: Path) 
     del sc["deployments"][0]["engine"]["kv_bytes_per_token"]
     records = run_report(tmp_path, sc)["_records"]
     assert all(r.handoff.transfer_bytes == r.input_length * 114688 for r in records)
+
+
+@pytest.mark.parametrize("victim", ["pre-0", "dec-0"])
+def test_a_killed_worker_of_either_pool_leaves_no_request_unended(tmp_path: Path, victim: str) -> None:
+    sc = _disagg_scenario()
+    sc["faults"] = [{"at_s": 0.4, "kill_worker": victim}]
+    report = run_report(tmp_path, sc)
+    records = report["_records"]  # a failed turn ends its session: its later turns are never dispatched
+    assert all(r.terminal_status.value in ("completed", "failed") for r in records)
+    failed = [r for r in records if r.terminal_status.value == "failed"]
+    assert all(r.reason is not None for r in failed)
+    assert len(records) + sum(1 for r in failed if r.turn_index == 0) == 120
+    assert report["summary"]["completed_requests"] == len(records) - len(failed) > 0
