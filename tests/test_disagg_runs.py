@@ -20,7 +20,7 @@ def _disagg_scenario(prefill: int = 2, decode: int = 2, **engine: Any) -> dict[s
     base = scenario()["deployments"][0]
     eng = {**base["engine"], "kv_transfer_bandwidth": 64.0, "kv_bytes_per_token": 114688, **engine}
     deps = [{**base, "name": "pre", "role": "prefill", "replicas": prefill, "placement": "binpack", "engine": eng},
-            {**base, "name": "dec", "role": "decode", "replicas": decode, "placement": "binpack",
+            {**base, "name": "dec", "role": "decode", "replicas": decode, "placement": "spread",
              "engine": {k: v for k, v in eng.items() if not k.startswith("kv_")}}]
     return scenario(deployments=deps)
 
@@ -83,10 +83,24 @@ def test_a_scenario_must_have_both_pools(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("topology", [False, True])
 def test_local_and_ray_are_byte_identical_with_pools_in_different_shards(ray_head: dict[str, str],
-                                                                         tmp_path: Path) -> None:
-    """Prefill workers binpacked on node n-0, decode workers on n-1: with 2 shards the handoff crosses shards."""
-    path = write(tmp_path, _disagg_scenario())
+                                                                         tmp_path: Path, topology: bool) -> None:
+    """Prefill workers binpacked on node n-0, decode workers spread on n-1 and n-2: with 2 shards the
+    prefill pool is in one, the decode pool in the other, so every handoff crosses shards (with
+    `topology`, the transfers over the NIC are timed in the control shard)."""
+    from cluster.runtime.ray import assign_shards
+    from tests.scenario_helpers import world_of
+
+    sc = _disagg_scenario()
+    world = world_of(tmp_path, sc)
+    shards = assign_shards(world.node_of_rank, 2)
+    pools = [{world.workers[next(i for i, w in enumerate(world.workers) if g in w.gidxs)].deployment for g in group}
+             for group in shards]
+    assert sorted(map(sorted, pools)) == [["dec"], ["pre"]], (world.node_of_rank, shards)
+    if topology:
+        sc["topology"] = True
+    path = write(tmp_path, sc)
     local = run_cli(path, tmp_path / "local", None)
     assert run_cli(path, tmp_path / "ray", ray_head, "--runtime", "ray", "--shards", "2") == local
 
