@@ -160,7 +160,8 @@ def run_trace_replay(
     if trace_format not in ("mooncake",):
         raise ValueError(f"trace_format {trace_format!r}: not built yet: that trace format (built: mooncake)")
     flags = {
-        "trace_files": [os.fspath(files[0])], **pools, "replay_concurrency": replay_concurrency, "replay_mode": replay_mode,
+        "trace_files": [os.fspath(files[0])], **pools, "replay_concurrency": replay_concurrency,
+        "replay_mode": replay_mode,
         "router_mode": router_mode, "arrival_speedup_ratio": arrival_speedup_ratio,
         "trace_block_size": 512 if trace_block_size is None else trace_block_size, "trace_format": trace_format,
         "trace_shared_prefix_ratio": trace_shared_prefix_ratio, "trace_num_prefix_groups": trace_num_prefix_groups,

@@ -20,7 +20,7 @@ def _disagg_scenario(prefill: int = 2, decode: int = 2, **engine: Any) -> dict[s
     base = scenario()["deployments"][0]
     eng = {**base["engine"], "kv_transfer_bandwidth": 64.0, "kv_bytes_per_token": 114688, **engine}
     deps = [{**base, "name": "pre", "role": "prefill", "replicas": prefill, "placement": "binpack", "engine": eng},
-            {**base, "name": "dec", "role": "decode", "replicas": decode, "placement": "binpack",
+            {**base, "name": "dec", "role": "decode", "replicas": decode, "placement": "spread",
              "engine": {k: v for k, v in eng.items() if not k.startswith("kv_")}}]
     return scenario(deployments=deps)
 
@@ -83,9 +83,66 @@ def test_a_scenario_must_have_both_pools(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("topology", [False, True])
 def test_local_and_ray_are_byte_identical_with_pools_in_different_shards(ray_head: dict[str, str],
-                                                                         tmp_path: Path) -> None:
-    """Prefill workers binpacked on node n-0, decode workers on n-1: with 2 shards the handoff crosses shards."""
-    path = write(tmp_path, _disagg_scenario())
+                                                                         tmp_path: Path, topology: bool) -> None:
+    """Prefill workers binpacked on node n-0, decode workers spread on n-1 and n-2: with 2 shards the
+    prefill pool is in one, the decode pool in the other, so every handoff crosses shards (with
+    `topology`, the transfers over the NIC are timed in the control shard)."""
+    from cluster.runtime.ray import assign_shards
+    from tests.scenario_helpers import world_of
+
+    sc = _disagg_scenario()
+    world = world_of(tmp_path, sc)
+    shards = assign_shards(world.node_of_rank, 2)
+    pools = [{world.workers[next(i for i, w in enumerate(world.workers) if g in w.gidxs)].deployment for g in group}
+             for group in shards]
+    assert sorted(map(sorted, pools)) == [["dec"], ["pre"]], (world.node_of_rank, shards)
+    if topology:
+        sc["topology"] = True
+    path = write(tmp_path, sc)
     local = run_cli(path, tmp_path / "local", None)
     assert run_cli(path, tmp_path / "ray", ray_head, "--runtime", "ray", "--shards", "2") == local
+
+
+def test_macro_stepping_equals_pass_by_pass(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fast = run_report(tmp_path / "a", _disagg_scenario(prefill=1, decode=3))
+    slow = run_report(tmp_path / "b", _disagg_scenario(prefill=1, decode=3), macro_step=False)
+    for a, b in zip(fast["_records"], slow["_records"]):
+        assert a.first_token_ms == pytest.approx(b.first_token_ms, abs=1e-9)
+        assert a.last_token_ms == pytest.approx(b.last_token_ms, abs=1e-9)
+        assert a.handoff.destination_reserved_ms == pytest.approx(b.handoff.destination_reserved_ms, abs=1e-9)
+
+
+def test_router_queueing_holds_requests_for_the_prefill_pool(tmp_path: Path) -> None:
+    sc = _disagg_scenario(prefill=1, decode=2)
+    sc["router"] = {"mode": "kv", "router_queue_threshold": 0.0}
+    report = run_report(tmp_path, sc)
+    records = report["_records"]
+    assert report["summary"]["completed_requests"] == len(records)
+    pools = [[h["pool"] for h in r.routing_history] for r in records]
+    assert all(p == ["prefill", "decode"] for p in pools)
+    assert any(r.routing_history[0]["outcome"] == "queued" for r in records)
+
+
+def test_kv_bytes_per_token_comes_from_the_model_when_not_given(tmp_path: Path) -> None:
+    """qwen3-0.6b: 28 layers x 2 x 8 KV heads x 128 x 2 bytes = 114,688 B/token (tests/test_devicemap.py)."""
+    sc = _disagg_scenario(prefill=1, decode=1)
+    del sc["deployments"][0]["engine"]["kv_bytes_per_token"]
+    records = run_report(tmp_path, sc)["_records"]
+    assert all(r.handoff.transfer_bytes == r.input_length * 114688 for r in records)
+
+
+@pytest.mark.parametrize("victim", ["pre-0", "dec-0"])
+def test_a_killed_worker_of_either_pool_leaves_no_request_unended(tmp_path: Path, victim: str) -> None:
+    sc = _disagg_scenario()
+    sc["faults"] = [{"at_s": 0.4, "kill_worker": victim}]
+    report = run_report(tmp_path, sc)
+    records = report["_records"]  # a failed turn ends its session: its later turns are never dispatched
+    assert all(r.terminal_status.value in ("completed", "failed") for r in records)
+    failed = [r for r in records if r.terminal_status.value == "failed"]
+    assert all(r.reason is not None for r in failed)
+    assert len(records) + sum(1 for r in failed if r.turn_index == 0) == 120
+    assert report["summary"]["completed_requests"] == len(records) - len(failed) > 0

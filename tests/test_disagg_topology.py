@@ -76,3 +76,22 @@ def test_without_topology_the_flat_bandwidth_of_the_reference_applies(tmp_path: 
     report = run_report(tmp_path, sc)
     assert report["_records"][0].handoff.transfer_ms == pytest.approx(1024 * BYTES_PER_TOKEN / 64e9 * 1000)
     assert "topology" not in report["kv_transfer"]
+
+
+def test_a_transfer_speeds_up_when_the_one_sharing_its_link_ends() -> None:
+    """Two transfers share one NIC: 1 GB and 3 GB at 50 GB/s. Together each gets 25 GB/s until the
+    small one ends at 40 ms; the large one then has the link alone: 2 GB left at 50 GB/s = +40 ms."""
+    from cluster.control.kv_links import KvLinks, Place
+    from cluster.sim.clock import EventLoop
+
+    loop = EventLoop()
+    links = KvLinks(loop, 50.0, "per_node")
+    done: dict[int, float] = {}
+    a, b = Place("a", 0, 900.0), Place("b", 0, 900.0)
+    links.start(0.0, 1, a, b, 10**9, lambda t, ms: done.__setitem__(1, ms))
+    links.start(0.0, 2, a, b, 3 * 10**9, lambda t, ms: done.__setitem__(2, ms))
+    loop.run()
+    assert done[1] == pytest.approx(40.0) and done[2] == pytest.approx(80.0)
+    s = links.summary(80.0)
+    assert s["busiest_link_utilization"] == pytest.approx(1.0)  # the NIC was busy all the time
+    assert links.path(Place("a", 0, 900.0), Place("a", 0, 900.0)) == ((), ())  # same GPU: not modelled

@@ -350,7 +350,8 @@ def wired(wl: Workload, concurrency: int | None = None, queueing: bool = False, 
           route: Any = None) -> tuple[ControlHost, FakePlane, EventLoop]:
     loop, plane = EventLoop(), FakePlane()
     control = ControlHost(loop, plane_of(plane))
-    rt = SimpleNamespace(route=route or (lambda *a: None), queueing=queueing, subscribes_kv=subscribes, decode_router=None,
+    rt = SimpleNamespace(route=route or (lambda *a: None), queueing=queueing, subscribes_kv=subscribes,
+                         decode_router=None,
                          subscriber=SimpleNamespace(recovery=recovery), slots={3: (2, 1)})
     fl = SimpleNamespace(addresses=lambda: [1, 2])
     control.wire(wl, cast(RouterHost, rt), cast(Fleet, fl), concurrency, stream_lossy=lossy, announce_shutdown=shutdown)

@@ -8,7 +8,7 @@ Three spellings reach the engine model (`EngineConfig`, a `mode="before"` step):
   `kv_transfer_bandwidth`, `startup_time`, ...;
 - the nested launch config of the 1.6.1 Python API, `{"engine": {...}, "dp_size": ..,
   "tensor_parallel_size": .., "startup_time": .., ...}`, whose engine section names the KV transfer
-  size `kv_transfer_bytes_per_token`.
+  size `kv_transfer_bytes_per_token` (lowered onto `kv_bytes_per_token`).
 
 Lowering is idempotent (a lowered dict lowers to itself), so a config dumped into a scenario and read
 back is unchanged. Keys the reference has but whose feature clustersim has not built are refused

@@ -126,7 +126,8 @@ def disaggregated(args: argparse.Namespace) -> bool:
     for dest in ("num_workers", "extra_engine_args"):
         if getattr(args, dest, None) is not None:
             raise ReplayError(f"{_flag(dest)} is for aggregated replay; with {_flag(given[0])} give "
-                              "--num-prefill-workers/--num-decode-workers and --prefill-engine-args/--decode-engine-args")
+                              "--num-prefill-workers/--num-decode-workers and "
+                              "--prefill-engine-args/--decode-engine-args")
     for dest in ("num_prefill_workers", "num_decode_workers"):
         if getattr(args, dest) is not None and getattr(args, dest) < 1:
             raise ReplayError(f"{_flag(dest)} must be at least 1")

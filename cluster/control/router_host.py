@@ -112,6 +112,11 @@ class RouterHost:
         for w in sorted(dp_sizes):
             self._router_of(w).add_worker(w, dp_sizes[w])
 
+    @property
+    def decode_pool(self) -> frozenset[int]:
+        """Worker ids of the decode pool (empty without disaggregation)."""
+        return frozenset(self._decode_pool) if self.decode_router is not None else frozenset()
+
     def gidx_of(self, worker_id: int, dp_rank: int) -> int:
         return self._gidx[(worker_id, dp_rank)]
 

@@ -9,8 +9,9 @@
   the decode worker); the transfer then takes `TransferSpec.ms(tokens)` (tokens: the whole prompt, or
   with `destination_missing` only those the decode rank's prefix cache lacks, looked up at receipt);
   when it ends the request is submitted to the decode rank as `transferred` (it joins the next pass,
-  so it is admitted at the next scheduling point again: the reference's `destination_activated_ms`)
-  and a `TransferDoneMsg` tells the control shard, which releases the source.
+  so it is admitted at the next scheduling point again: the reference's `destination_activated_ms`);
+  at that point a `TransferDoneMsg` tells the control shard, which releases the source (the
+  reference releases it at activation too).
 - A `ReleaseSourceMsg` frees a prefill rank's source blocks.
 
 With a zero transfer time the request is activated at once, in the same delivery.
@@ -85,8 +86,19 @@ class Transfers:
         heapq.heappush(self._response_times, t)
 
     def _activate(self, now: float, x: _Incoming) -> None:
+        """The KV has crossed: submit; the source is released when the request joins a pass (the rank's
+        next scheduling point, as the reference's `source_released_ms` = `destination_activated_ms`)."""
         rank = x.h.rank
         done = TransferDoneMsg(x.request.request_id, rank.worker_id, rank.dp_rank, now, x.source.gidx,
                                x.tokens, x.nbytes, x.ms, x.reserved_ms)
-        self.plane.send(Topic.RESPONSES, x.h.addr, CONTROL_ADDR, done, now)
         self._submit(now, x.h, x.request)
+        joins = rank.busy_until_ms if rank.busy_until_ms is not None else now
+        if joins <= now:
+            self._send_done(now, (x.h, done))
+            return
+        self.loop.schedule(joins, Priority.DELIVER, ACTIVATE_KEY + x.request.request_id, self._send_done, (x.h, done))
+        heapq.heappush(self._response_times, joins)
+
+    def _send_done(self, now: float, arg: tuple[Hosted, TransferDoneMsg]) -> None:
+        h, done = arg
+        self.plane.send(Topic.RESPONSES, h.addr, CONTROL_ADDR, done, now)

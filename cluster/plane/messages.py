@@ -240,8 +240,8 @@ class ShutdownMsg:
 
 
 Message = Union[RequestMsg, FirstTokenMsg, CompletionMsg, KvBatchMsg, LoadMetricsMsg, ReplayRequestMsg,
-                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg, HandoffMsg, TransferDoneMsg, ReleaseSourceMsg, StartRankMsg, RankReadyMsg, DrainRankMsg, StopRankMsg,
-                RankStoppedMsg]
+                ReplayReplyMsg, WorkerDownMsg, ShutdownMsg, HandoffMsg, TransferDoneMsg, ReleaseSourceMsg,
+                StartRankMsg, RankReadyMsg, DrainRankMsg, StopRankMsg, RankStoppedMsg]
 
 
 @dataclass(frozen=True, slots=True)

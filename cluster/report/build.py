@@ -50,10 +50,12 @@ def index_divergence(control: ControlHost, result: RunResult) -> dict[str, int] 
     kv = control.router.kv_router
     if kv is None or not control.router.subscribes_kv:
         return None
-    missing = extra = diverged = 0
+    missing = extra = diverged = checked = 0
+    decode_pool = control.router.decode_pool
     for rank in result.ranks:
-        if not rank.alive:
+        if not rank.alive or rank.worker_id in decode_pool:  # decode workers publish no KV events
             continue
+        checked += 1
         truth = set(rank.cached_blocks)
         held = kv.index.held_blocks(rank.worker_id, rank.dp_rank)
         m, e = len(truth - held), len(held - truth)
@@ -61,7 +63,7 @@ def index_divergence(control: ControlHost, result: RunResult) -> dict[str, int] 
         extra += e
         diverged += bool(m or e)
     return {"ranks_diverged": diverged, "blocks_missing": missing, "blocks_extra": extra,
-            "ranks_checked": sum(1 for r in result.ranks if r.alive)}
+            "ranks_checked": checked}
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,7 @@ def build_summary(
     sla_e2e_ms: float | None = None,
     lifetimes: Sequence[WorkerLifetime] | None = None,
 ) -> Summary:
-    """The reference replay's summary dict (aggregated serving: one worker pool).
+    """The reference replay's summary dict (aggregated serving, or a prefill and a decode pool).
 
     `prefix_cache_reused_ratio` is Σ reused_tokens_total / Σ admitted_tokens_total over
     every admission of every record (readmissions included); the first-admission ratio
@@ -148,6 +148,8 @@ def build_summary(
     GPUs it held), clipped to [0, duration]: worker seconds = Σ lifetime, gpu_hours =
     Σ lifetime × gpus / 3600 s (exact sums, `math.fsum`). Without `lifetimes`, a fixed fleet
     of `num_workers` workers of `gpus_per_worker` GPUs lives for the whole duration.
+    Prefill workers' lifetimes are `prefill_worker_seconds`, every other worker's `decode_worker_seconds`;
+    a disaggregated request's prefix-cache figures are its prefill rank's (it computed the prompt).
     Goodput keys appear only when an `sla_*` bound is given.
     """
     done = _completed(records)

@@ -9,7 +9,7 @@ same `RunResult`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from actors.engine.config import ROLE_TRAITS
 from actors.engine.hashing import PromptHasher
@@ -62,7 +62,7 @@ class SimulationSetup:
     """Disaggregated serving: the decode stage's router (`kv_router` routes over the prefill pool)."""
     migration_limits: dict[str, int] = field(default_factory=dict)
     """Per deployment, how many times a request may migrate off a worker that went away (0: never)."""
-    topology: tuple[float, str] | None = None
+    topology: tuple[float, Literal["per_gpu", "per_node"]] | None = None
     """KV transfers over modelled links: (NIC GB/s, `per_gpu` | `per_node` rails); None: flat bandwidth."""
     planner: Any = None
     """The planner config (`planner.config`), None: no planner."""
@@ -151,7 +151,8 @@ class SimulationSetup:
         if self.topology is not None:
             from cluster.control.kv_links import KvLinks
 
-            control.links = KvLinks(loop, self.topology[0], self.topology[1], control.send_times)  # type: ignore[arg-type]
+            nic_gbps, rails = self.topology
+            control.links = KvLinks(loop, nic_gbps, rails, control.send_times)
         control.wire(self.workload, router, fleet, self.concurrency, on_done=done, stream_lossy=lossy,
                      announce_shutdown=self.heartbeat_ms is not None or bool(self.kills or self.faults),
                      migration_limit_of=limit_of)

@@ -187,6 +187,10 @@ class WorkerBuilder:
             raise self.loaded.error(f"deployments.{k}", f"{model.name if model else 'the model'} leaves no room "
                                     f"for KV cache on {where}")
         engine = base.model_copy(update=_sizes(dep, base, nb_min, self._token_ids))
+        if engine.kv_bytes_per_token is None and engine.kv_transfer_bandwidth:  # disagg: KV size from the model
+            model = self._model(base)
+            if model is not None:
+                engine = engine.model_copy(update={"kv_bytes_per_token": model.kv_bytes_per_token})
         ranks = []
         for d, vg in enumerate(rank_vgpus):
             gid, limit = None, 1.0
