@@ -165,3 +165,17 @@ def test_prefill_targets_wait_for_a_prefill_pool(tmp_path: Path) -> None:
     assert d["targets"] == {"decode": 2, "prefill": 2}
     assert {"pool": "prefill", "outcome": "no_prefill_pool"} in d["applied"]
     assert [o["outcome"] for o in d["outcomes"]] == ["placed"]
+
+
+@pytest.mark.parametrize("planner", [SCRIPTED, {"type": "python", "class": "tests.planner_plugins:StepTo",
+                                                "args": {"at_ms": 1000, "workers": 2}},
+                                     {"mode": "agg", "ttft_ms": 300, "load_predictor": "kalman"}])
+def test_dump_scenario_keeps_the_planner(tmp_path: Path, planner: dict[str, Any]) -> None:
+    from cluster.scenario.load import load_scenario
+    from planner.config import parse_planner_config
+
+    dump = tmp_path / "sc.yaml"
+    assert replay_main(["--request-count", "10", "--input-tokens", "64", "--output-tokens", "4", "--request-rate",
+                        "10", "--planner-config", json.dumps(planner), "--dump-scenario", str(dump),
+                        "--no-progress"]) == 0
+    assert load_scenario(dump).scenario.planner == parse_planner_config(planner)
