@@ -114,6 +114,8 @@ class PythonPlannerConfig(_Strict):
     """A user's planner class (`module:Class`) with the reference scaling hook's shape:
     `initial_tick_ms()` and `on_tick(snapshot) -> {target_prefill, target_decode, next_tick_ms}`."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, serialize_by_alias=True)
+
     type: Literal["python"]
     class_: str = Field(alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     args: dict[str, Any] = Field(default_factory=dict)

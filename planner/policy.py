@@ -11,6 +11,8 @@ Invariant: planners are deterministic functions of the snapshots they were given
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -124,12 +126,13 @@ class ScriptedPlanner:
 
 
 class PythonPlanner:
-    """A user's class (`module:Class`, built with `args`) with the reference hook's methods."""
+    """A user's class (`module:Class`, built with `args`) with the reference hook's methods; the
+    module is looked up on the import path, then in the current directory (as `python -m` would)."""
 
     def __init__(self, config: PythonPlannerConfig, context: Any = None) -> None:
         module, _, name = config.class_.partition(":")
         try:
-            cls = getattr(importlib.import_module(module), name)
+            cls = getattr(_import(module), name)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"planner class {config.class_}: {exc}") from None
         self.impl = cls(**config.args)
@@ -151,6 +154,20 @@ class PythonPlanner:
         nxt = out.get("next_tick_ms")
         return Decision(opt("target_decode"), opt("target_prefill"), None if nxt is None else float(nxt),
                         reason=str(out.get("reason", "python")))
+
+
+def _import(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        cwd = os.getcwd()
+        if cwd in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(module)
+        finally:
+            sys.path.remove(cwd)
 
 
 def _sla(config: Any, context: Any) -> Planner:

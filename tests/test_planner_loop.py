@@ -182,3 +182,17 @@ def test_scripted_prefill_and_decode_targets_scale_their_pools(tmp_path: Path) -
         ("decode", "decode", 2), ("prefill", "prefill", 1)]
     replicas = report["planner"]["replicas"]
     assert replicas["prefill"][-1][:2] == [6000.0, 2.0] and replicas["decode"][-1][:2] == [6000.0, 3.0]
+
+
+@pytest.mark.parametrize("planner", [SCRIPTED, {"type": "python", "class": "tests.planner_plugins:StepTo",
+                                                "args": {"at_ms": 1000, "workers": 2}},
+                                     {"mode": "agg", "ttft_ms": 300, "load_predictor": "kalman"}])
+def test_dump_scenario_keeps_the_planner(tmp_path: Path, planner: dict[str, Any]) -> None:
+    from cluster.scenario.load import load_scenario
+    from planner.config import parse_planner_config
+
+    dump = tmp_path / "sc.yaml"
+    assert replay_main(["--request-count", "10", "--input-tokens", "64", "--output-tokens", "4", "--request-rate",
+                        "10", "--planner-config", json.dumps(planner), "--dump-scenario", str(dump),
+                        "--no-progress"]) == 0
+    assert load_scenario(dump).scenario.planner == parse_planner_config(planner)
