@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections import deque
 
 from actors.engine.events import KvEvent, KvStored
+from router.bitsets import iter_bits
 from router.index import PrefixIndex
-from router.radix_node import Node, iter_bits
+from router.radix_node import Node
 
 
 def dump_events(index: PrefixIndex, t_ms: float = 0.0) -> list[KvEvent]:

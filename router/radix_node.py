@@ -15,6 +15,9 @@ Shape (the invariants every function here keeps)
 
 from __future__ import annotations
 
+from router.bitsets import iter_bits
+
+
 class Node:
     """One compressed edge of the tree (see the module docstring)."""
 
@@ -175,13 +178,3 @@ def walk(root: Node, query: list[int], early_exit: bool) -> tuple[list[int], lis
         masks.append(active)
         depths.append(depth)
     return masks, depths
-
-
-def iter_bits(mask: int) -> list[int]:
-    """Indices of the set bits of `mask`, ascending."""
-    out: list[int] = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out

@@ -38,13 +38,12 @@ def planner_config(args: argparse.Namespace) -> dict[str, Any]:
             "enable_load_scaling": args.load_scaling, "load_adjustment_interval_seconds": args.load_interval_s}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("out/sine"))
+def sine_arguments(ap: argparse.ArgumentParser, periods: float = 1.0) -> None:
+    """The sinusoidal load's and the planner's flags (the sweeps take them too)."""
     ap.add_argument("--min-rps", type=float, default=5.0)
     ap.add_argument("--max-rps", type=float, default=60.0)
     ap.add_argument("--period-s", type=float, default=300.0)
-    ap.add_argument("--periods", type=float, default=2.0)
+    ap.add_argument("--periods", type=float, default=periods)
     ap.add_argument("--isl", type=int, default=1024)
     ap.add_argument("--osl", type=int, default=128)
     ap.add_argument("--ttft-ms", type=float, default=500.0)
@@ -56,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-s", type=float, default=5.0)
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("out/sine"))
+    sine_arguments(ap, periods=2.0)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     duration = args.period_s * args.periods

@@ -10,25 +10,7 @@ from tqdm import tqdm
 
 from common import abstract_scenario, attainment, poisson_arrivals, run, sine_rate, write_csv, write_markdown, \
     write_trace  # noqa: I001 - sibling script modules
-from sine_load import planner_config
-
-
-def sine_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--min-rps", type=float, default=5.0)
-    ap.add_argument("--max-rps", type=float, default=60.0)
-    ap.add_argument("--period-s", type=float, default=300.0)
-    ap.add_argument("--periods", type=float, default=1.0)
-    ap.add_argument("--isl", type=int, default=1024)
-    ap.add_argument("--osl", type=int, default=128)
-    ap.add_argument("--ttft-ms", type=float, default=500.0)
-    ap.add_argument("--itl-ms", type=float, default=50.0)
-    ap.add_argument("--interval-s", type=int, default=10)
-    ap.add_argument("--load-scaling", action="store_true")
-    ap.add_argument("--load-interval-s", type=int, default=5)
-    ap.add_argument("--predictor", default="kalman")
-    ap.add_argument("--startup-s", type=float, default=5.0)
-    ap.add_argument("--budget", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
+from sine_load import planner_config, sine_arguments
 
 
 def sweep(args: argparse.Namespace, name: str, points: list[Any],
