@@ -57,15 +57,16 @@ class DecisionRecord:
 
 
 class PlannerHost:
-    def __init__(self, loop: EventLoop, fleet: Fleet, config: Any, context: Any, deployments: list[str],
-                 send_times: list[float], arrivals: list[RequestRecord] | None = None) -> None:
+    def __init__(self, loop: EventLoop, fleet: Fleet, config: Any, context: Any, send_times: list[float],
+                 arrivals: list[RequestRecord] | None = None) -> None:
+        """`config` names its pools (`decode_deployment`, `prefill_deployment` or None): the world
+        builder resolves them from the deployments' roles."""
         self.loop = loop
         self.fleet = fleet
         self.config = config
         self.planner: Planner = PLANNERS[config.type](config, context)
-        self.decode_deployment = getattr(config, "decode_deployment", None) or config.deployment or deployments[0]
-        prefill = getattr(config, "prefill_deployment", None)
-        self.prefill_deployment = prefill if prefill in deployments else None
+        self.decode_deployment: str = config.decode_deployment
+        self.prefill_deployment: str | None = config.prefill_deployment
         self._send_times = send_times
         self._window: list[tuple[int, int, float, float]] = []
         self._arrivals = arrivals if arrivals is not None else []
@@ -180,7 +181,7 @@ class PlannerHost:
                 self.fleet.remove_workers(deployment, -change, now, True, record.cause)
 
 
-def planner_context(config: Any, workers: list[WorkerInfo], deployments: list[str]) -> PlannerContext | None:
+def planner_context(config: Any, workers: list[WorkerInfo]) -> PlannerContext | None:
     """The perf models of the planner's pools, from their first workers' engines and timing, and
     the profile folder's tables when `profile_results_dir` is set (the classic formulas' input)."""
     if config is None or config.type != "sla":
@@ -193,6 +194,5 @@ def planner_context(config: Any, workers: list[WorkerInfo], deployments: list[st
                 timing = spec.timing if spec.timing is not None else timing_from_config(spec.engine)
                 return perf_from_engine(timing, spec.engine)
         return None
-    decode = config.decode_deployment or config.deployment or deployments[0]
     profile = ProfileTables.load(config.profile_results_dir) if config.profile_results_dir else None
-    return PlannerContext(perf(decode), perf(config.prefill_deployment), profile)
+    return PlannerContext(perf(config.decode_deployment), perf(config.prefill_deployment), profile)

@@ -68,8 +68,6 @@ class SimulationSetup:
     """The planner config (`planner.config`), None: no planner."""
     planner_context: Any = None
     """What the planner knows of the deployments (`planner.sla.PlannerContext`)."""
-    deployments: tuple[str, ...] = ()
-    """The scenario's deployment names, in order (the planner's pools)."""
 
     def __post_init__(self) -> None:
         for g, spec in enumerate(self.ranks):
@@ -159,7 +157,7 @@ class SimulationSetup:
         for action in self.actions:
             action.apply(fleet)
         if self.planner is not None:
-            planner.append(PlannerHost(loop, fleet, self.planner, self.planner_context, list(self.deployments),
+            planner.append(PlannerHost(loop, fleet, self.planner, self.planner_context,
                                        control.send_times, control.frontend.records))
             control.planner = planner[0]
             planner[0].start()

@@ -299,8 +299,7 @@ def build_world(loaded: LoadedScenario, macro_step: bool = True, collect_kv_even
                             decode_router=decode_router,
                             topology=None if sc.topology is None or not sc.topology.enabled
                             else (sc.topology.nic_gbps, sc.topology.nic_rails),
-                            planner=planner, planner_context=_planner_context(loaded, planner, workers, names),
-                            deployments=tuple(names))
+                            planner=planner, planner_context=_planner_context(loaded, planner, workers))
     return World(loaded, nodes, workers, setup, node_of_rank, loaded_wl, faults.listed)
 
 
@@ -334,13 +333,13 @@ def _planner_pools(sc: Scenario) -> Any:
                                 "prefill_deployment": p.prefill_deployment or by_role.get("prefill")})
 
 
-def _planner_context(loaded: LoadedScenario, p: Any, workers: list[WorkerInfo], names: list[str]) -> Any:
+def _planner_context(loaded: LoadedScenario, p: Any, workers: list[WorkerInfo]) -> Any:
     """The planner's perf models; a profile folder resolves like any scenario path (one line when unreadable)."""
     if p is not None and p.type == "sla" and p.profile_results_dir is not None:
         folder = loaded.resolve(p.profile_results_dir, "planner.profile_results_dir")
         p = p.model_copy(update={"profile_results_dir": str(folder)})
     try:
-        return planner_context(p, workers, names)
+        return planner_context(p, workers)
     except (OSError, KeyError, ValueError) as exc:
         raise loaded.error("planner.profile_results_dir", f"cannot read the profile: {exc}") from None
 
