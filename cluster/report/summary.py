@@ -50,7 +50,7 @@ def weighted_stats(
     Equal to the unweighted statistics of the expanded array (order statistics exactly,
     mean and std up to float rounding), without building it. Zero weights are allowed.
     Returns None for every statistic when the total weight is 0. The same (values,
-    weights) arrays always give the same floats; `GapLog.arrays()` is canonical, so ITL
+    weights) arrays always give the same floats, on any machine and numpy build; `GapLog.arrays()` is canonical, so ITL
     statistics do not depend on how gaps were grouped when they were recorded.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
@@ -69,9 +69,11 @@ def weighted_stats(
     def at(rank: int) -> float:
         return float(v[int(np.searchsorted(cumulative, rank, side="right"))])
 
+    # Exact sums (math.fsum) of exactly rounded products: a BLAS dot product's result depends on
+    # the numpy build and the CPU (its kernels sum in different orders), and reports must not.
     wf = w.astype(np.float64)
-    mean = float(np.dot(v, wf) / n)
-    std = float(math.sqrt(max(0.0, float(np.dot(wf, (v - mean) ** 2)) / n)))
+    mean = math.fsum((v * wf).tolist()) / n
+    std = math.sqrt(max(0.0, math.fsum((wf * (v - mean) ** 2).tolist()) / n))
     out: dict[str, float | None] = {"mean": mean, "min": at(0), "max": at(n - 1), "median": at(_rank_index(n, 50))}
     for p in PERCENTILES:
         out[f"p{p}"] = at(_rank_index(n, p))
