@@ -4,7 +4,9 @@
   mean ISL and OSL feed one predictor each (`load_predictor`); demand_rps = predicted requests /
   interval; replicas from the engine capacity under the SLA (`planner.perf_model`: agg, one search
   with both SLAs; disagg, prefill under TTFT and decode under ITL), capped to
-  +-`max_throughput_scaling_replicas` per tick, at least `min_endpoint`, fit into the GPU budget.
+  +-`max_throughput_scaling_replicas` per tick, at least `min_endpoint`, fit into the GPU budget
+  as the reference does (`planner.budget`): first under the ceiling, direction-preserving from the
+  current counts (with the load loop on, that is its floor), then through the whole band's guards.
   When traffic stops the predictors see zeros and the target falls to `min_endpoint`.
 - Load loop (every `load_adjustment_interval_seconds`, when enabled): +-1 from the engines'
   latest load metrics (`planner.load`): estimated ITL = the decode pass at the engine's running
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from planner.budget import clamp_pair, fit_directional_pair, guard_pair, guard_single
 from planner.config import SlaPlannerConfig
 from planner.load import EASY_THRESHOLDS, consolidation, easy_decode, scale_decision
 from planner.perf_model import EnginePerf, ProfileTables
@@ -27,8 +30,6 @@ from planner.policy import Decision, EngineLoad, Snapshot
 from planner.predictors import PREDICTORS, Predictor
 from planner.throughput import (
     cap_replicas,
-    clamp_pair,
-    clamp_single,
     classic_decode_replicas,
     classic_itl_target,
     classic_prefill_replicas,
@@ -100,8 +101,8 @@ class SlaPlanner:
             if self.lower_d is not None:
                 base = max(base, self.lower_d)
             if base != current:
-                target_d = clamp_single(base, cfg.decode_engine_num_gpu, cfg.min_gpu_budget, cfg.max_gpu_budget,
-                                        cfg.min_endpoint_of("decode"))
+                target_d, _ = guard_single(current, base, cfg.decode_engine_num_gpu, cfg.min_gpu_budget,
+                                           cfg.max_gpu_budget, cfg.min_endpoint_of("decode"))
             reasons.append("load")
             if self.disagg and self.lower_p is not None and snap.prefill is not None \
                     and snap.prefill.current < self.lower_p:
@@ -140,8 +141,7 @@ class SlaPlanner:
             cur = snap.decode.current
             d = max(cap_replicas(want if want is not None else cur, cur, cfg.max_throughput_scaling_replicas),
                     cfg.min_endpoint_of("decode"))
-            return None, clamp_single(d, cfg.decode_engine_num_gpu, cfg.min_gpu_budget, cfg.max_gpu_budget,
-                                      cfg.min_endpoint_of("decode")), observed, predicted
+            return None, self._budget_single(cur, d), observed, predicted
         p_perf = ctx.prefill_perf or d_perf
         pc = p_perf.prefill_capacity(p_isl)
         dc = d_perf.decode_capacity(p_isl, p_osl, cfg.itl_ms)
@@ -151,11 +151,11 @@ class SlaPlanner:
         want_p = replicas_for(demand, pc.rps, cfg.min_endpoint_of("prefill"))
         want_d = replicas_for(demand, dc.rps, cfg.min_endpoint_of("decode"))
         lim = cfg.max_throughput_scaling_replicas
-        p = max(cap_replicas(want_p if want_p is not None else cur_p, cur_p, lim), cfg.min_endpoint_of("prefill"))
-        d = max(cap_replicas(want_d if want_d is not None else cur_d, cur_d, lim), cfg.min_endpoint_of("decode"))
-        p, d = clamp_pair(p, d, cfg.prefill_engine_num_gpu, cfg.decode_engine_num_gpu, cfg.min_gpu_budget,
-                          cfg.max_gpu_budget, cfg.min_endpoint_of("prefill"), cfg.min_endpoint_of("decode"))
-        return p, d, observed, predicted
+        if want_p is None or want_d is None:  # one side cannot be sized: both hold (as the reference)
+            want_p, want_d = cur_p, cur_d
+        p = max(cap_replicas(want_p, cur_p, lim), cfg.min_endpoint_of("prefill"))
+        d = max(cap_replicas(want_d, cur_d, lim), cfg.min_endpoint_of("decode"))
+        return (*self._budget_pair(cur_p, cur_d, p, d), observed, predicted)
 
     def _classic(self, snap: Snapshot, t: ProfileTables, num_req: float, isl: float, osl: float,
                  predicted: dict[str, float]) -> tuple[int | None, int | None]:
@@ -175,15 +175,43 @@ class SlaPlanner:
                                     cfg.min_endpoint_of("decode"))
         predicted.update(p_corr=p_corr, d_corr=d_corr, prefill_replicas=p, decode_replicas=d)
         lim = cfg.max_throughput_scaling_replicas
+        cur_d = snap.decode.current
         if not self.disagg:
-            want = cap_replicas(max(p, d), snap.decode.current, lim)
-            return None, clamp_single(max(want, cfg.min_endpoint_of("decode")), cfg.decode_engine_num_gpu,
-                                      cfg.min_gpu_budget, cfg.max_gpu_budget, cfg.min_endpoint_of("decode"))
+            want = cap_replicas(max(p, d), cur_d, lim)
+            return None, self._budget_single(cur_d, max(want, cfg.min_endpoint_of("decode")))
         cur_p = snap.prefill.current if snap.prefill is not None else 0
         p = max(cap_replicas(p, cur_p, lim), cfg.min_endpoint_of("prefill"))
-        d = max(cap_replicas(d, snap.decode.current, lim), cfg.min_endpoint_of("decode"))
-        return clamp_pair(p, d, cfg.prefill_engine_num_gpu, cfg.decode_engine_num_gpu, cfg.min_gpu_budget,
-                          cfg.max_gpu_budget, cfg.min_endpoint_of("prefill"), cfg.min_endpoint_of("decode"))
+        d = max(cap_replicas(d, cur_d, lim), cfg.min_endpoint_of("decode"))
+        return self._budget_pair(cur_p, cur_d, p, d)
+
+    def _budget_single(self, current: int, desired: int) -> int:
+        """The reference's agg budget: fit under the ceiling without reversing the move (with the
+        load loop on, this is its floor), then through the whole band's guard."""
+        cfg = self.config
+        gpu, floor, m = cfg.decode_engine_num_gpu, cfg.min_gpu_budget, cfg.min_endpoint_of("decode")
+        desired, _ = guard_single(current, desired, gpu, -1, cfg.max_gpu_budget, m)
+        if cfg.enable_load_scaling:
+            return desired
+        return guard_single(current, desired, gpu, floor, cfg.max_gpu_budget, m)[0]
+
+    def _budget_pair(self, cur_p: int, cur_d: int, p: int, d: int) -> tuple[int, int]:
+        """The reference's disagg budget: a pool below its minimum endpoint is recovered
+        proportionally (a donor may be chosen); otherwise the ceiling fit keeps each pool between
+        its current and proposed count; then (without the load loop) the band's guard."""
+        cfg = self.config
+        gp, gd, hi = cfg.prefill_engine_num_gpu, cfg.decode_engine_num_gpu, cfg.max_gpu_budget
+        mp, md = cfg.min_endpoint_of("prefill"), cfg.min_endpoint_of("decode")
+        recovering = cur_p < mp or cur_d < md
+        if recovering:
+            p, d = clamp_pair(max(p, mp), max(d, md), gp, gd, -1, hi, mp, md)
+        else:
+            p, d = fit_directional_pair(cur_p, cur_d, p, d, gp, gd, -1, hi, mp, md)
+        if cfg.enable_load_scaling:
+            return p, d
+        if recovering:
+            return clamp_pair(max(p, mp), max(d, md), gp, gd, cfg.min_gpu_budget, hi, mp, md)
+        new_p, new_d, _ = guard_pair(cur_p, cur_d, p, d, gp, gd, cfg.min_gpu_budget, hi, mp, md)
+        return new_p, new_d
 
     # ------------------------------------------------------------------ load loop
 

@@ -3,12 +3,11 @@
 Two generations, both as pure functions:
 - 1.6.1 (`core/throughput_scaling.py`, `core/budget.py`): replicas = max(ceil(demand_rps /
   engine_rps), min_endpoint), bounded to +-`max_throughput_scaling_replicas` around the current
-  count (`cap_replicas`), then fit into the GPU budget (`clamp_single`, `clamp_pair`).
+  count (`cap_replicas`), then fit into the GPU budget (`planner.budget`).
 - classic (planner_core.py, 0.x-1.x; facts j): correction factors from observed vs interpolated
   TTFT/ITL, tokens/s demand over the per-GPU throughput (`classic_prefill_replicas`,
   `classic_decode_replicas`) and the classic proportional budget scale (`classic_budget`).
-Invariants: results are ints >= 0; a disabled bound (negative budget) changes nothing; `max_gpus`
-is never exceeded unless even the minimum footprint exceeds it (then 0: infeasible, as the reference).
+Invariants: results are ints >= 0; a negative budget disables the classic clamp.
 """
 
 from __future__ import annotations
@@ -26,59 +25,6 @@ def replicas_for(demand_rps: float, engine_rps: float, min_endpoint: int) -> int
     if engine_rps <= 0:
         return None
     return max(math.ceil(demand_rps / engine_rps), min_endpoint)
-
-
-def _in_band(total: int, min_gpus: int, max_gpus: int, tolerance: int) -> bool:
-    if max_gpus >= 0 and total > max_gpus:
-        return False
-    return not (min_gpus >= 0 and total < min_gpus - tolerance)
-
-
-def clamp_single(desired: int, engine_gpu: int, min_gpus: int, max_gpus: int, min_endpoint: int) -> int:
-    """Agg: fit `desired` replicas of `engine_gpu` GPUs into [min_gpus - tol, max_gpus] (budget.py)."""
-    if (min_gpus < 0 and max_gpus < 0) or engine_gpu <= 0:
-        return desired
-    total = desired * engine_gpu
-    tolerance = engine_gpu if (min_gpus >= 0 and max_gpus >= 0) else 0
-    if _in_band(total, min_gpus, max_gpus, tolerance):
-        return desired
-    if max_gpus >= 0 and total > max_gpus:
-        if max_gpus < min_endpoint * engine_gpu:
-            return 0
-        return max(min_endpoint, max_gpus // engine_gpu)
-    return max(min_endpoint, math.ceil(min_gpus / engine_gpu))
-
-
-def clamp_pair(num_p: int, num_d: int, p_gpu: int, d_gpu: int, min_gpus: int, max_gpus: int,
-               p_min: int, d_min: int) -> tuple[int, int]:
-    """Disagg: fit (prefill, decode) into the budget, shrinking or growing both proportionally.
-
-    Ceiling: p = max(p_min, min(max_p, floor(p * scale))), d gets what is left (at least d_min).
-    Floor: both grow by ceil(x * scale), decode never below its request. When growing would pass
-    the ceiling the request is held (the reference then searches a directional fit; not ported).
-    """
-    if (min_gpus < 0 and max_gpus < 0) or p_gpu <= 0 or d_gpu <= 0:
-        return num_p, num_d
-    total = num_p * p_gpu + num_d * d_gpu
-    tolerance = max(p_gpu, d_gpu) if (min_gpus >= 0 and max_gpus >= 0) else 0
-    if _in_band(total, min_gpus, max_gpus, tolerance):
-        return num_p, num_d
-    if max_gpus >= 0 and total > max_gpus:
-        if max_gpus < p_min * p_gpu + d_min * d_gpu:
-            return 0, 0
-        scale = max_gpus / total
-        max_p = math.floor((max_gpus - d_min * d_gpu) / p_gpu)
-        new_p = max(p_min, min(max_p, math.floor(num_p * scale)))
-        new_d = max(d_min, math.floor((max_gpus - new_p * p_gpu) / d_gpu))
-        return new_p, new_d
-    if total <= 0:
-        new_p = max(p_min, math.ceil(min_gpus / 2 / p_gpu))
-    else:
-        new_p = max(p_min, math.ceil(num_p * min_gpus / total))
-    new_d = max(num_d, d_min, math.ceil(max(0, min_gpus - new_p * p_gpu) / d_gpu))
-    if max_gpus >= 0 and new_p * p_gpu + new_d * d_gpu > max_gpus:
-        return num_p, num_d
-    return new_p, new_d
 
 
 # ---------------------------------------------------------------------------- classic formulas

@@ -19,10 +19,9 @@ from planner.config import SlaPlannerConfig, parse_planner_config
 from planner.load import EASY_THRESHOLDS, consolidation, easy_decode, easy_prefill, scale_decision
 from planner.perf_model import EnginePerf
 from planner.predictors import PREDICTORS
+from planner.budget import clamp_pair, clamp_single
 from planner.throughput import (
     cap_replicas,
-    clamp_pair,
-    clamp_single,
     classic_budget,
     classic_decode_replicas,
     classic_itl_target,
