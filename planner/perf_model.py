@@ -11,18 +11,13 @@ answers the 1.6.1 throughput path's questions (facts j):
 - agg: one search with both SLAs: at steady concurrency b the mean pass (the ITL) is the decode
   pass of b requests plus the prefills spread over the decode steps, D(b) + b * P(isl) / osl;
   the estimated TTFT is a lone prompt's prefill plus one pass.
-`ProfileTables` reads a profile folder (`selected_prefill_interpolation/raw_data.npz`,
-`selected_decode_interpolation/raw_data.npz`, the reference profiler's layout) for the classic
-formulas: prefill TTFT / throughput per GPU over ISL; decode best throughput per GPU with ITL
-under a target at a context length.
+The classic formulas' profile tables are `planner.profile_tables`.
 Invariants: pure functions of their inputs; speedup ratios divide pass times as in the engine.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,55 +110,3 @@ def perf_from_engine(timing: TimingModel, engine: Any) -> EnginePerf:
     return EnginePerf(timing, engine.max_num_batched_tokens or 8192, engine.max_num_seqs,
                       engine.num_gpu_blocks * engine.block_size_tokens, engine.speedup_ratio,
                       engine.decode_speedup_ratio)
-
-
-@dataclass(frozen=True)
-class ProfileTables:
-    """The reference profiler's raw data (facts b/j), for the classic formulas."""
-
-    prefill_isl: np.ndarray
-    prefill_ttft: np.ndarray
-    prefill_thpt_per_gpu: np.ndarray
-    x_kv_usage: np.ndarray
-    y_context_length: np.ndarray
-    z_itl: np.ndarray
-    z_thpt_per_gpu: np.ndarray
-    max_kv_tokens: int
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "ProfileTables":
-        root = Path(folder)
-        p = np.load(root / "selected_prefill_interpolation" / "raw_data.npz")
-        d = np.load(root / "selected_decode_interpolation" / "raw_data.npz")
-        return cls(p["prefill_isl"], p["prefill_ttft"], p["prefill_thpt_per_gpu"], d["x_kv_usage"],
-                   d["y_context_length"], d["z_itl"], d["z_thpt_per_gpu"], int(np.asarray(d["max_kv_tokens"])[0]))
-
-    def interp_ttft(self, isl: float) -> float:
-        x = float(np.clip(isl, self.prefill_isl.min(), self.prefill_isl.max()))
-        return float(np.interp(x, self.prefill_isl, self.prefill_ttft))
-
-    def interp_prefill_thpt_per_gpu(self, isl: float) -> float:
-        x = float(np.clip(isl, self.prefill_isl.min(), self.prefill_isl.max()))
-        return float(np.interp(x, self.prefill_isl, self.prefill_thpt_per_gpu))
-
-    def _near(self, kv_usage: float, context: float) -> np.ndarray:
-        """Distance of every profiled point to (kv_usage, context), each axis scaled to [0, 1]."""
-        cmax = max(1.0, float(self.y_context_length.max()))
-        return np.hypot(self.x_kv_usage - kv_usage, (self.y_context_length - context) / cmax)
-
-    def interp_itl(self, concurrency: float, context: float) -> float:
-        """ITL at `concurrency` requests of `context` tokens (nearest profiled point)."""
-        kv_usage = concurrency * context / self.max_kv_tokens
-        return float(self.z_itl[int(np.argmin(self._near(kv_usage, context)))])
-
-    def best_decode_thpt_per_gpu(self, itl_target_ms: float, context: float) -> float:
-        """Scanning kv usage from high to low at this context, the first point with ITL <= target
-        (none: the lowest usage's), as the classic `find_best_throughput_per_gpu`."""
-        cmax = max(1.0, float(self.y_context_length.max()))
-        row = np.abs(self.y_context_length - context) / cmax
-        idx = np.flatnonzero(row <= row.min() + 1e-12)
-        order = idx[np.argsort(-self.x_kv_usage[idx], kind="stable")]
-        for k in order:
-            if self.z_itl[k] <= itl_target_ms:
-                return float(self.z_thpt_per_gpu[k])
-        return float(self.z_thpt_per_gpu[order[-1]]) if len(order) else math.nan

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from planner.budget import clamp_pair, fit_directional_pair, guard_pair, guard_single
 from planner.config import SlaPlannerConfig
 from planner.load import EASY_THRESHOLDS, consolidation, easy_decode, scale_decision
-from planner.perf_model import EnginePerf, ProfileTables
+from planner.perf_model import EnginePerf
+from planner.profile_tables import ProfileTables
 from planner.policy import Decision, EngineLoad, Snapshot
 from planner.predictors import PREDICTORS, Predictor
 from planner.throughput import (

@@ -31,7 +31,8 @@ from cluster.control.fleet import Fleet
 from cluster.control.workers import WorkerInfo
 from cluster.plane.messages import LoadMetricsMsg
 from cluster.sim.clock import EventLoop, Priority
-from planner.perf_model import EnginePerf, ProfileTables, perf_from_engine
+from planner.perf_model import EnginePerf, perf_from_engine
+from planner.profile_tables import ProfileTables
 from planner.policy import PLANNERS, Decision, EngineLoad, Planner, PoolState, Snapshot, Traffic
 from planner.sla import PlannerContext
 
