@@ -176,6 +176,13 @@ class ProphetPredictor(Predictor):
         self._step += 1
         self._rows = self._rows[-self._window:]
 
+    def last_value(self) -> float:
+        """The last point as the window holds it (in log1p mode the round trip's rounding, as the reference)."""
+        if not self._rows:
+            return 0.0
+        y = float(self._rows[-1]["y"])
+        return max(0.0, math.expm1(y)) if self._log1p else y
+
     def predict_next(self) -> float:
         if len(self._rows) < self.minimum_points:
             return self.last_value()

@@ -50,6 +50,28 @@ REFERENCE_PREDICTIONS = {
 }
 
 
+# dynamo 1.6.1 `LOAD_PREDICTORS["prophet"]` (prophet 1.5.0, cmdstanpy 1.3.2) on SERIES, raw and log1p
+REFERENCE_PROPHET = {
+    False: [0, 0, 12.0, 15.0, 11.0, 0.0, 10.336959060546118, 17.80538412725969, 19.8342518874131, 23.904264475689107,
+            28.55990127240155, 30.66706873021069, 34.515607632509244, 36.48105959135038, 40.02900484035624,
+            42.003790914290775, 45.394500137301215],
+    True: [0, 0, 12.0, 14.999999999999998, 11.0, 0.0, 3.7508161502075827, 10.114252203891498, 14.924921929636785,
+           21.273853953117502, 28.300019311323457, 32.87496410246103, 39.43689459779407, 43.391706976907194,
+           49.36370103635539, 53.07168612922667, 58.37932504162838],
+}
+
+
+@pytest.mark.parametrize("log1p", [False, True])
+def test_prophet_matches_reference(log1p: bool) -> None:
+    pytest.importorskip("prophet", reason="the optional extra: pip install 'clustersim[prophet]'")
+    pred = PREDICTORS["prophet"](SlaPlannerConfig(load_predictor="prophet", load_predictor_log1p=log1p))
+    got = []
+    for v in SERIES:
+        pred.add_data_point(v)
+        got.append(pred.predict_next())
+    assert got == pytest.approx(REFERENCE_PROPHET[log1p], rel=1e-6, abs=1e-9)
+
+
 @pytest.mark.parametrize("args,expected", SINGLE)
 def test_budget_single_matches_reference(args: tuple[int, int, int, int, int], expected: int) -> None:
     assert clamp_single(*args) == expected
