@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from actors.engine.events import ForwardPass
 from planner.config import PythonPlannerConfig, ScriptedPlannerConfig
 
 
@@ -43,6 +44,19 @@ class EngineLoad:
     waiting: int
     kv_tokens: int
     max_kv_tokens: int
+    last_pass: ForwardPass | None = None
+    """The rank's latest forward pass as its metrics carried it (None before the first)."""
+    prefill_pool: bool = False
+
+    def as_fpm(self) -> dict[str, Any]:
+        """The reference replay's FPM snapshot dict (the keys this engine model measures), with
+        the load fields besides; wall_time in seconds, 0 before the first pass."""
+        p = self.last_pass or ForwardPass(0.0, 0, 0, 0, 0)
+        return {"worker_id": self.worker_id, "dp_rank": self.dp_rank, "wall_time": p.wall_ms / 1000.0,
+                "num_prefill_requests": p.prefill_requests, "sum_prefill_tokens": p.prefill_tokens,
+                "num_decode_requests": p.decode_requests, "sum_decode_kv_tokens": p.decode_kv_tokens,
+                "num_queued_prefill": self.waiting, "t_ms": self.t_ms, "running": self.running,
+                "waiting": self.waiting, "kv_tokens": self.kv_tokens, "max_kv_tokens": self.max_kv_tokens}
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,8 @@ class Snapshot:
             "non_draining_prefill_count": p.current, "non_draining_decode_count": d.current,
             "total_prefill_count": p.current + p.draining, "total_decode_count": d.current + d.draining,
             "traffic": asdict(self.traffic) | {"ttft_count": self.traffic.num_req, "itl_count": self.traffic.num_req},
-            "decode_fpm_snapshots": [asdict(x) for x in self.loads], "prefill_fpm_snapshots": [],
+            "decode_fpm_snapshots": [x.as_fpm() for x in self.loads if not x.prefill_pool],
+            "prefill_fpm_snapshots": [x.as_fpm() for x in self.loads if x.prefill_pool],
         }
 
 

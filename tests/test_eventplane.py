@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.engine.events import KvCleared, KvEvent, KvRemoved, KvStored, LoadMetrics
+from actors.engine.events import ForwardPass, KvCleared, KvEvent, KvRemoved, KvStored, LoadMetrics
 from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
 from cluster.plane.codec import DecodeError, decode, encode
 from cluster.plane.messages import (
@@ -46,7 +46,9 @@ def kv_events(draw: st.DrawFn) -> KvEvent:
 
 batches = st.builds(KvBatchMsg, st.integers(0, 999), st.integers(0, 7), st.integers(0, 10**9), times,
                     st.lists(kv_events(), max_size=4).map(tuple))
-metrics = st.builds(LoadMetricsMsg, st.builds(LoadMetrics, times, *[st.integers(0, 10**6)] * 8), st.integers(-1, 10**6))
+passes = st.none() | st.builds(ForwardPass, times, *[st.integers(0, 10**6)] * 4)
+metrics = st.builds(LoadMetricsMsg, st.builds(LoadMetrics, times, *[st.integers(0, 10**6)] * 8, last_pass=passes),
+                    st.integers(-1, 10**6))
 messages = st.one_of(
     batches,
     metrics,

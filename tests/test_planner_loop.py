@@ -68,6 +68,12 @@ def test_python_class_planner_sees_the_reference_snapshot(tmp_path: Path) -> Non
     assert seen[0]["now_ms"] == 5000.0 and seen[0]["active_decode_count"] == 1
     assert seen[0]["traffic"]["num_req"] > 0 and seen[0]["traffic"]["avg_isl"] == 1024.0
     assert seen[0]["decode_fpm_snapshots"], "load metrics reach a user planner over the event plane"
+    fpm = seen[0]["decode_fpm_snapshots"][0]
+    # the rank's latest forward pass, in the reference's FPM snapshot keys (wall_time in seconds)
+    assert fpm["wall_time"] > 0 and fpm["num_decode_requests"] + fpm["num_prefill_requests"] > 0
+    if fpm["num_decode_requests"]:
+        assert fpm["sum_decode_kv_tokens"] >= fpm["num_decode_requests"] * 1024
+    assert seen[0]["prefill_fpm_snapshots"] == []
     later = [s for s in seen if s["now_ms"] == 25000.0][0]
     assert later["active_decode_count"] == 2 and later["non_draining_decode_count"] == 2
     d = report["summary"]["duration_ms"]

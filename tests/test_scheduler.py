@@ -87,3 +87,37 @@ def test_kv_events_are_stamped_at_pass_end_with_monotonic_ids() -> None:
     assert len(first.data.block_hashes) == 16  # type: ignore[union-attr]
     # decode fills block 17 (tokens 1024..1087) when token 1088 is computed: 64 passes later
     assert len(events) == 2 and events[1].data.parent_hash == first.data.block_hashes[-1]  # type: ignore[union-attr]
+
+
+
+@pytest.mark.parametrize("macro", [True, False])
+def test_load_metrics_carry_the_last_forward_pass(macro: bool) -> None:
+    """A pass's figures as the reference's forward-pass metrics count them: computed prefill
+    tokens, decode requests and their context; a macro-stepped decode run reports its last pass,
+    so it agrees with pass by pass."""
+    from actors.engine.config import EngineConfig
+    from actors.engine.hashing import PromptHashers
+    from actors.engine.records import GapLog
+    from actors.engine.request import RankRequest
+    from actors.engine.scheduler.core import RankCore
+    from actors.engine.timing.models import FixedTiming
+
+    rank = RankCore(EngineConfig(block_size=16, num_gpu_blocks=64), FixedTiming(prefill_ms=3.0, decode_ms=2.0),
+                    GapLog(), PromptHashers(), macro_step=macro)
+    assert rank.load_metrics(0.0).last_pass is None
+    rank.submit(RankRequest(1, 100, 6, tuple(range(7)), 16), 0.0)
+    rank.begin(0.0)
+    rank.advance(float(rank.next_due_ms()))  # type: ignore[arg-type]
+    first = rank.load_metrics(3.0).last_pass
+    assert first is not None and (first.wall_ms, first.prefill_requests, first.prefill_tokens) == (3.0, 1, 100)
+    assert first.decode_requests == 0
+    now = 3.0
+    while not rank.is_idle:
+        if not rank.busy:
+            rank.begin(now)
+        now = float(rank.next_due_ms())  # type: ignore[arg-type]
+        rank.advance(now)
+    last = rank.load_metrics(now).last_pass
+    # the 6th token's pass decoded one request of context 100 + 5
+    assert last is not None and (last.wall_ms, last.decode_requests, last.decode_kv_tokens) == (2.0, 1, 105)
+    assert last.prefill_requests == last.prefill_tokens == 0

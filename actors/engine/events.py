@@ -63,11 +63,25 @@ class KvEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardPass:
+    """What one forward pass scheduled and how long it took (the reference's forward-pass metrics:
+    `wall_time`, `scheduled_requests.{num,sum}_{prefill,decode}_...`). `prefill_tokens` counts the
+    tokens computed in the pass (cached prefix excluded); `decode_kv_tokens` the decode requests'
+    context lengths."""
+
+    wall_ms: float
+    prefill_requests: int
+    prefill_tokens: int
+    decode_requests: int
+    decode_kv_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoadMetrics:
     """Scheduler state of one DP rank, sampled at the end of a scheduling step.
 
     A step is one forward pass, or one macro-stepped run of decode passes (then
-    the values are those at the end of the run).
+    the values are those at the end of the run, and `last_pass` is the run's last pass).
     """
 
     t_ms: float
@@ -79,6 +93,8 @@ class LoadMetrics:
     running_requests: int
     waiting_requests: int
     preemptions_total: int
+    last_pass: ForwardPass | None = None
+    """The latest forward pass that ended (None before the first)."""
 
     @property
     def cache_usage(self) -> float:

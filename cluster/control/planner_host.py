@@ -6,7 +6,8 @@ absolute targets and the next tick. What it observes arrives like any control co
 - traffic: the requests that arrived at the frontend since the last tick (count, mean ISL) and
   those that completed (their responses came over the event plane): mean OSL, TTFT, ITL;
 - load: each rank's latest `LoadMetricsMsg` as delivered on the METRICS topic (late or lost
-  when the plane is lossy or partitioned: the planner sees what arrived);
+  when the plane is lossy or partitioned: the planner sees what arrived), with its latest forward
+  pass (the reference's FPM snapshot: wall time, scheduled prefill tokens, decode KV tokens);
 - pools: the fleet's workers per deployment (ready, starting, draining).
 It acts through the fleet's control API: a target above the pool's current (ready + starting)
 count adds workers (placed on free vGPUs, `capacity_exhausted` when none fits, serving after
@@ -101,9 +102,11 @@ class PlannerHost:
         m = msg.metrics
         life = self.fleet.lives.get(m.worker_id)
         bs = life.info.engine.block_size_tokens if life is not None else 1
+        prefill = life is not None and self.prefill_deployment is not None \
+            and life.info.deployment == self.prefill_deployment
         self._loads[(m.worker_id, m.dp_rank)] = EngineLoad(m.worker_id, m.dp_rank, m.t_ms, m.running_requests,
                                                             m.waiting_requests, m.active_blocks * bs,
-                                                            m.total_blocks * bs)
+                                                            m.total_blocks * bs, m.last_pass, prefill)
 
     def _pool(self, deployment: str | None) -> PoolState | None:
         if deployment is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from actors.engine.events import KvCleared, KvEvent, KvEventData, KvRemoved, KvStored, LoadMetrics
+from actors.engine.events import ForwardPass, KvCleared, KvEvent, KvEventData, KvRemoved, KvStored, LoadMetrics
 from actors.engine.records import EngineRecord, FailureReason, TerminalStatus
 from cluster.plane.messages import (
     CompletionMsg,
@@ -110,13 +110,18 @@ def _batch_in(raw: list[Any]) -> KvBatchMsg:
 
 def _metrics_out(m: LoadMetricsMsg) -> list[Any]:
     x = m.metrics
+    p = x.last_pass
+    last = None if p is None else [p.wall_ms, p.prefill_requests, p.prefill_tokens, p.decode_requests,
+                                   p.decode_kv_tokens]
     return [x.t_ms, x.worker_id, x.dp_rank, x.active_blocks, x.inactive_blocks, x.total_blocks,
-            x.running_requests, x.waiting_requests, x.preemptions_total, m.kv_seq]
+            x.running_requests, x.waiting_requests, x.preemptions_total, last, m.kv_seq]
 
 
 def _metrics_in(raw: list[Any]) -> LoadMetricsMsg:
-    *values, kv_seq = raw
-    return LoadMetricsMsg(LoadMetrics(*values), kv_seq)
+    t_ms, worker_id, dp_rank, active, inactive, total, running, waiting, preemptions, last, kv_seq = raw
+    last_pass = None if last is None else ForwardPass(*last)
+    return LoadMetricsMsg(LoadMetrics(t_ms, worker_id, dp_rank, active, inactive, total, running, waiting, preemptions,
+                                      last_pass), kv_seq)
 
 
 def _source_out(src: TransferSource) -> list[Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.engine.config import ROLE_TRAITS, EngineConfig
-from actors.engine.events import KvEvent, KvEventData, LoadMetrics
+from actors.engine.events import ForwardPass, KvEvent, KvEventData, LoadMetrics
 from actors.engine.hashing import PromptHashers
 from actors.engine.kv.cache import KvCache, PagedKvCache
 from actors.engine.protocol import Finished, FirstToken, RankCounters, RankOutput
@@ -77,6 +77,9 @@ class RankCore:
         self._ticks: list[int] = []
         self._tick_i = 0
         self._counters_at_begin = (0, 0)
+        self._planned_pass: ForwardPass | None = None
+        self.last_pass: ForwardPass | None = None
+        """The latest pass that ended (a decode run: its last pass), as load metrics report it."""
 
     def _fresh_kv(self) -> KvCache:
         cfg = self.config
@@ -151,6 +154,7 @@ class RankCore:
         prefix: list[int] = []
         active_kv = 0
         n_decode = 0
+        new_tokens = 0
         st = self.state
         for req, n, before in scheduled:
             if req.in_decode:
@@ -159,10 +163,12 @@ class RankCore:
             else:
                 isl.append(before + n)
                 prefix.append(before)
+                new_tokens += n
                 st.committed_prefill_tokens += n
         duration = self.timing.prefill_ms(isl, prefix)
         if n_decode:
             duration += float(self.timing.decode_ms(np.array([float(active_kv)]), n_decode)[0])
+        self._planned_pass = ForwardPass(duration, len(isl), new_tokens, n_decode, active_kv)
         self._pass = [entry[0] for entry in scheduled]
         self._pass_events = st.kv.take_pending()
         self.busy_until = now + duration
@@ -203,10 +209,15 @@ class RankCore:
         if run is not None:
             self._materialize(run.num_passes)
             self._run = None
+            m, n = run.num_passes, len(run.reqs)
+            # the run's last pass decoded every request at its context before that pass's token
+            self.last_pass = ForwardPass(float(run.ends_ms[m] - run.ends_ms[m - 1]), 0, 0, n,
+                                         sum(r.prompt_len + r.generated for r in run.reqs) - n)
             done = [r for r in run.reqs if r.generated >= r.max_output or self._at_max_len(r)]
         else:
             self._stamp(self._pass_events, now)
             self._pass_events = []
+            self.last_pass = self._planned_pass
             done = []
             for req in self._pass:
                 if req.computed != req.prompt_len + req.generated:
@@ -353,6 +364,7 @@ class RankCore:
             active_blocks=kv.num_active, inactive_blocks=kv.num_inactive,
             total_blocks=kv.num_blocks, running_requests=len(st.running),
             waiting_requests=len(st.waiting), preemptions_total=st.preemptions_total,
+            last_pass=self.last_pass,
         )
 
     def kv_snapshot(self) -> tuple[tuple[int, ...], int]:
